@@ -1,0 +1,107 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+/// Everything that can go wrong when describing or running a convolution.
+///
+/// Every variant names the offending values, so the message alone tells the
+/// user what to fix. No public function of this crate panics on user input;
+/// it returns one of these instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConvError {
+    /// A size that must be at least 1 is 0 (`what` names it: `"batch"`,
+    /// `"c_in"`, `"kernel height"`, ...).
+    ZeroSize {
+        /// Which size is zero.
+        what: &'static str,
+    },
+    /// A stride component is 0.
+    ZeroStride {
+        /// Vertical stride.
+        sh: usize,
+        /// Horizontal stride.
+        sw: usize,
+    },
+    /// A dilation component is 0.
+    ZeroDilation {
+        /// Vertical dilation.
+        dh: usize,
+        /// Horizontal dilation.
+        dw: usize,
+    },
+    /// `groups` does not divide `c_in` or `c_out`.
+    GroupsDoNotDivide {
+        /// Number of groups.
+        groups: usize,
+        /// Input channels.
+        c_in: usize,
+        /// Output channels.
+        c_out: usize,
+    },
+    /// The dilated kernel `(k - 1) * d + 1` is larger than the padded input
+    /// along `axis` (`"height"` or `"width"`), so there is no output pixel.
+    KernelTooLarge {
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// Dilated kernel extent along that axis.
+        dilated_kernel: usize,
+        /// Input extent plus both paddings along that axis.
+        padded_input: usize,
+    },
+    /// A size computation (`what` names it) does not fit in `usize`, or an
+    /// element count is too large to address with `isize` strides.
+    Overflow {
+        /// Which quantity overflowed.
+        what: &'static str,
+    },
+    /// A slice handed to a function has the wrong length for the geometry.
+    LengthMismatch {
+        /// Which argument (`"input"`, `"weight"`, `"bias"`, `"output"`, ...).
+        what: &'static str,
+        /// Length the geometry requires.
+        expected: usize,
+        /// Length that was passed.
+        actual: usize,
+    },
+}
+
+impl fmt::Display for ConvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConvError::ZeroSize { what } => write!(f, "{what} must be at least 1, got 0"),
+            ConvError::ZeroStride { sh, sw } => {
+                write!(f, "stride must be at least 1 in both axes, got ({sh}, {sw})")
+            }
+            ConvError::ZeroDilation { dh, dw } => {
+                write!(f, "dilation must be at least 1 in both axes, got ({dh}, {dw})")
+            }
+            ConvError::GroupsDoNotDivide { groups, c_in, c_out } => write!(
+                f,
+                "groups = {groups} must divide both c_in = {c_in} and c_out = {c_out}"
+            ),
+            ConvError::KernelTooLarge {
+                axis,
+                dilated_kernel,
+                padded_input,
+            } => write!(
+                f,
+                "dilated kernel {axis} {dilated_kernel} is larger than the padded input {axis} {padded_input}"
+            ),
+            ConvError::Overflow { what } => write!(f, "{what} overflows the address space"),
+            ConvError::LengthMismatch { what, expected, actual } => {
+                write!(f, "{what} has {actual} elements but the geometry needs {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConvError {}
+
+/// Returns `Err(LengthMismatch)` unless `actual == expected`.
+pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), ConvError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(ConvError::LengthMismatch { what, expected, actual })
+    }
+}

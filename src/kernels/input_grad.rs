@@ -1,0 +1,131 @@
+//! Optimized input gradient: GEMM with the transposed weights, then col2im.
+//!
+//! For image `n`, group `g` and a block of input channels `c0..c1` of the group
+//! (`rows = (c1 - c0) * kh * kw`), per pixel tile `p0..p1`:
+//! `col[rows x tl] = W_g[:, c0*kh*kw ..][rows x cog]^T * dY[n][g*cog..][cog x tl]`,
+//! then `col` is scatter-added into `dX[n][g*cig + c0 .. g*cig + c1]`
+//! ([`col2im_tile`]). Pointwise convolutions write the GEMM straight into `dX`.
+//!
+//! Tasks are (image, group, channel block): their `dX` regions are disjoint
+//! and contiguous, so no two tasks ever add into the same element. Each task
+//! walks the pixel tiles in order; the tile size depends on the geometry only,
+//! so the order of the scatter-adds, and every result bit, is the same for any
+//! thread count.
+
+use super::im2col::col2im_tile;
+use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks, tile_pixels};
+use crate::element::Element;
+use crate::geometry::Conv2dGeometry;
+use crate::workspace::Workspace;
+
+/// How one input-gradient call is cut into tasks.
+pub(crate) struct Plan {
+    tile: usize,
+    cib: usize,
+    nblocks: usize,
+    ntasks: usize,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+}
+
+pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
+    let cig = geom.cig();
+    let tile = tile_pixels::<T>(geom, geom.k_len());
+    let outer = geom.n() * geom.groups();
+    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
+    let nblocks = if outer >= want {
+        1
+    } else {
+        want.div_ceil(outer).min(cig)
+    };
+    let cib = cig.div_ceil(nblocks);
+    let nblocks = cig.div_ceil(cib);
+    let ntasks = outer * nblocks;
+    let parts = parts_for(ntasks);
+    let scratch_len = if geom.is_pointwise() {
+        0
+    } else {
+        cib * geom.kh() * geom.kw() * tile
+    };
+    Plan {
+        tile,
+        cib,
+        nblocks,
+        ntasks,
+        parts,
+        scratch_len,
+    }
+}
+
+/// `dx = conv_input_grad(dy, w)`; lengths already checked against `geom`.
+pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T], ws: &mut Workspace<T>) {
+    let p = plan::<T>(geom);
+    let (c_in, c_out, groups, cig, cog, k) = (
+        geom.c_in(),
+        geom.c_out(),
+        geom.groups(),
+        geom.cig(),
+        geom.cog(),
+        geom.k_len(),
+    );
+    let khkw = geom.kh() * geom.kw();
+    let hw = geom.h() * geom.w();
+    let ohw = geom.oh() * geom.ow();
+    let pointwise = geom.is_pointwise();
+    let scratch = ws.scratch_mut(p.parts * p.scratch_len.max(1));
+    let dx_all = SharedMut(dx.as_mut_ptr());
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, col| {
+        let b = task % p.nblocks;
+        let g = (task / p.nblocks) % groups;
+        let n = task / (p.nblocks * groups);
+        let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
+        let nch = c1 - c0;
+        let rows = nch * khkw;
+        // SAFETY: tasks are distinct (n, g, block) triples, so the channel
+        // planes n, g*cig+c0 .. g*cig+c1 belong to this task alone; they lie
+        // inside `dx` because n < batch and g*cig + c1 <= c_in.
+        let dxb = unsafe { std::slice::from_raw_parts_mut(dx_all.get().add((n * c_in + g * cig + c0) * hw), nch * hw) };
+        if !pointwise {
+            dxb.fill(T::ZERO);
+        }
+        let a_ptr = w[g * cog * k + c0 * khkw..].as_ptr();
+        let mut p0 = 0;
+        while p0 < ohw {
+            let p1 = (p0 + p.tile).min(ohw);
+            let tl = p1 - p0;
+            let dy_ptr = dy[(n * c_out + g * cog) * ohw + p0..].as_ptr();
+            let (c_ptr, rsc) = if pointwise {
+                (dxb[p0..].as_mut_ptr(), hw)
+            } else {
+                (col[..rows * tl].as_mut_ptr(), tl)
+            };
+            // SAFETY: A is W_g's columns c0*kh*kw.. read transposed (row stride
+            // 1, column stride K), rows x cog elements inside `w`; B is the
+            // cog x tl block of dY at row stride ohw inside `dy`; C is either
+            // the rows x tl scratch tile or (pointwise, rows = nch) this task's
+            // own dX planes at columns p0..p1. C aliases neither A nor B.
+            unsafe {
+                T::gemm(
+                    rows,
+                    cog,
+                    tl,
+                    T::ONE,
+                    a_ptr,
+                    1,
+                    k as isize,
+                    dy_ptr,
+                    ohw as isize,
+                    1,
+                    T::ZERO,
+                    c_ptr,
+                    rsc as isize,
+                    1,
+                );
+            }
+            if !pointwise {
+                col2im_tile(geom, &col[..rows * tl], nch, p0, p1, dxb);
+            }
+            p0 = p1;
+        }
+    });
+}

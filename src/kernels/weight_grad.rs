@@ -1,0 +1,179 @@
+//! Optimized weight and bias gradients.
+//!
+//! The weight gradient is the sum, over every image and output pixel, of the
+//! input patch times the output delta:
+//! `dW_g[cog x K] = sum over n, tiles of dY[n][g*cog..][cog x tl] * col[K x tl]^T`.
+//! Each GEMM reduces over the pixels of one tile; successive tiles and images
+//! accumulate into the same block (`beta = 1`).
+//!
+//! Work units are (image chunk, group, input-channel block). Channel blocks
+//! write disjoint columns of `dW`, so they need no reduction. When groups x
+//! channel blocks are too few to keep threads busy (LeNet's `c_in = 1`, the
+//! ResNet stem's 3), the batch is cut into chunks whose partial sums go to
+//! separate buffers and are then added in chunk order. The chunk count, block
+//! size and pixel tile all depend on the geometry only
+//! ([`WEIGHT_GRAD_UNITS`]), so every result bit is the same for any thread
+//! count.
+
+use rayon::prelude::*;
+
+use super::im2col::im2col_tile;
+use super::parallel::{SharedMut, WEIGHT_GRAD_UNITS, parts_for, run_tasks, tile_pixels};
+use crate::element::Element;
+use crate::geometry::Conv2dGeometry;
+use crate::workspace::Workspace;
+
+/// How one weight-gradient call is cut into tasks.
+pub(crate) struct Plan {
+    tile: usize,
+    cib: usize,
+    nblocks: usize,
+    nchunks: usize,
+    ntasks: usize,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+    pub(crate) partials_len: usize,
+}
+
+pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
+    let (groups, cig) = (geom.groups(), geom.cig());
+    let khkw = geom.kh() * geom.kw();
+    let nblocks = if groups >= WEIGHT_GRAD_UNITS {
+        1
+    } else {
+        WEIGHT_GRAD_UNITS.div_ceil(groups).min(cig)
+    };
+    let cib = cig.div_ceil(nblocks);
+    let nblocks = cig.div_ceil(cib);
+    let units = groups * nblocks;
+    let nchunks = if units >= WEIGHT_GRAD_UNITS {
+        1
+    } else {
+        WEIGHT_GRAD_UNITS.div_ceil(units).min(geom.n())
+    };
+    let tile = tile_pixels::<T>(geom, cib * khkw);
+    let ntasks = nchunks * units;
+    let parts = parts_for(ntasks);
+    let scratch_len = if geom.is_pointwise() { 0 } else { cib * khkw * tile };
+    Plan {
+        tile,
+        cib,
+        nblocks,
+        nchunks,
+        ntasks,
+        parts,
+        scratch_len,
+        partials_len: (nchunks - 1) * geom.weight_len(),
+    }
+}
+
+/// `dw = conv_weight_grad(x, dy)`; lengths already checked against `geom`.
+pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], dw: &mut [T], ws: &mut Workspace<T>) {
+    let p = plan::<T>(geom);
+    let (batch, c_in, c_out, groups, cig, cog, k) = (
+        geom.n(),
+        geom.c_in(),
+        geom.c_out(),
+        geom.groups(),
+        geom.cig(),
+        geom.cog(),
+        geom.k_len(),
+    );
+    let khkw = geom.kh() * geom.kw();
+    let hw = geom.h() * geom.w();
+    let ohw = geom.oh() * geom.ow();
+    let wlen = geom.weight_len();
+    let pointwise = geom.is_pointwise();
+    ws.scratch_mut(p.parts * p.scratch_len.max(1));
+    ws.partials_mut(p.partials_len);
+    let (scratch, partials) = (
+        &mut ws.scratch[..p.parts * p.scratch_len.max(1)],
+        &mut ws.partials[..p.partials_len],
+    );
+    let dw_ptr = SharedMut(dw.as_mut_ptr());
+    let part_ptr = SharedMut(partials.as_mut_ptr());
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, col| {
+        let b = task % p.nblocks;
+        let g = (task / p.nblocks) % groups;
+        let chunk = task / (p.nblocks * groups);
+        let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
+        let rows = (c1 - c0) * khkw;
+        let target = if chunk == 0 {
+            dw_ptr.get()
+        } else {
+            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
+            // (chunk - 1) * wlen inside `partials`.
+            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
+        };
+        let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
+        let mut beta = T::ZERO;
+        for n in n0..n1 {
+            let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
+            let mut p0 = 0;
+            while p0 < ohw {
+                let p1 = (p0 + p.tile).min(ohw);
+                let tl = p1 - p0;
+                let (b_ptr, csb) = if pointwise {
+                    (xb[p0..].as_ptr(), hw)
+                } else {
+                    im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
+                    (col.as_ptr(), tl)
+                };
+                let a_ptr = dy[(n * c_out + g * cog) * ohw + p0..].as_ptr();
+                // SAFETY: C is the cog x rows block of this unit's target
+                // buffer at rows g*cog.., columns c0*kh*kw.. (row stride K),
+                // which no other task with the same chunk touches (distinct
+                // (g, block)) and which tasks of other chunks never address
+                // (separate buffers). A (cog x tl of dY, row stride ohw) and
+                // B (col or x read transposed) are read-only and do not alias it.
+                unsafe {
+                    T::gemm(
+                        cog,
+                        tl,
+                        rows,
+                        T::ONE,
+                        a_ptr,
+                        ohw as isize,
+                        1,
+                        b_ptr,
+                        1,
+                        csb as isize,
+                        beta,
+                        target.add(g * cog * k + c0 * khkw),
+                        k as isize,
+                        1,
+                    );
+                }
+                beta = T::ONE;
+                p0 = p1;
+            }
+        }
+    });
+    if p.nchunks > 1 {
+        let partials = &ws.partials[..p.partials_len];
+        dw.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
+            let base = i * 4096;
+            for c in 0..p.nchunks - 1 {
+                let src = &partials[c * wlen + base..c * wlen + base + d.len()];
+                for (d, &s) in d.iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+        });
+    }
+}
+
+/// `db[co] = sum over n, oy, ox of dY[n][co][oy][ox]`, summed in that order
+/// for every thread count (tasks are whole output channels).
+pub(crate) fn bias_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], db: &mut [T]) {
+    let (c_out, ohw) = (geom.c_out(), geom.oh() * geom.ow());
+    db.par_iter_mut().enumerate().for_each(|(co, d)| {
+        let mut acc = T::ZERO;
+        for n in 0..geom.n() {
+            for &v in &dy[(n * c_out + co) * ohw..(n * c_out + co + 1) * ohw] {
+                acc += v;
+            }
+        }
+        *d = acc;
+    });
+}

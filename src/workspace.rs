@@ -1,0 +1,63 @@
+//! Reusable scratch memory for the optimized passes.
+
+use crate::element::Element;
+use crate::geometry::Conv2dGeometry;
+use crate::kernels;
+
+/// Scratch memory the optimized passes reuse between calls: per-thread column
+/// tiles and the weight gradient's partial sums.
+///
+/// A workspace grows to what a call needs and then stays that size, so once it
+/// has seen a geometry (or was made with [`Workspace::for_geometry`]), further
+/// calls on that geometry and thread count allocate nothing in ferroconv. One
+/// workspace serves any number of geometries; it sizes for the largest.
+#[derive(Debug, Clone, Default)]
+pub struct Workspace<T> {
+    pub(crate) scratch: Vec<T>,
+    pub(crate) partials: Vec<T>,
+}
+
+impl<T: Element> Workspace<T> {
+    /// An empty workspace; the first call sizes it.
+    pub fn new() -> Self {
+        Workspace {
+            scratch: Vec::new(),
+            partials: Vec::new(),
+        }
+    }
+
+    /// A workspace already sized for all passes of `geom` on the current rayon
+    /// pool (call it inside `pool.install` to size for that pool).
+    pub fn for_geometry(geom: &Conv2dGeometry) -> Self {
+        let mut ws = Self::new();
+        ws.reserve(geom);
+        ws
+    }
+
+    /// Grows the workspace to what every pass of `geom` needs on the current
+    /// rayon pool.
+    pub fn reserve(&mut self, geom: &Conv2dGeometry) {
+        let (scratch, partials) = kernels::workspace_len::<T>(geom);
+        self.scratch_mut(scratch);
+        self.partials_mut(partials);
+    }
+
+    /// Bytes currently held.
+    pub fn bytes(&self) -> usize {
+        (self.scratch.len() + self.partials.len()) * std::mem::size_of::<T>()
+    }
+
+    pub(crate) fn scratch_mut(&mut self, len: usize) -> &mut [T] {
+        if self.scratch.len() < len {
+            self.scratch.resize(len, T::ZERO);
+        }
+        &mut self.scratch[..len]
+    }
+
+    pub(crate) fn partials_mut(&mut self, len: usize) -> &mut [T] {
+        if self.partials.len() < len {
+            self.partials.resize(len, T::ZERO);
+        }
+        &mut self.partials[..len]
+    }
+}

@@ -1,0 +1,213 @@
+//! Shared helpers for the integration tests: random data and geometries, and
+//! the error bound every optimized result is checked against.
+#![allow(dead_code)]
+
+use ferroconv::{Conv2dGeometry, Conv2dSpec, Element, Padding, reference};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [-1, 1), never all zero.
+pub fn random_vec<T: Element>(rng: &mut StdRng, len: usize) -> Vec<T> {
+    (0..len).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect()
+}
+
+pub fn to_f64<T: Element>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+pub fn abs64(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// A random valid geometry with small sizes, covering stride 1-3, dilation
+/// 1-3, asymmetric padding, groups (plain, multiplier 2, depthwise), 1x1,
+/// batch 1 and odd batches, and non-square images and kernels. About one in
+/// eight makes the dilated kernel exactly as large as the padded input.
+pub fn random_geometry(rng: &mut StdRng) -> Conv2dGeometry {
+    loop {
+        let groups_kind = rng.random_range(0..6);
+        let (c_in, c_out, groups) = match groups_kind {
+            0 => {
+                // depthwise, multiplier 1
+                let c = rng.random_range(1..9);
+                (c, c, c)
+            }
+            1 => {
+                // depthwise, channel multiplier 2
+                let c = rng.random_range(1..7);
+                (c, 2 * c, c)
+            }
+            2 => {
+                let g = rng.random_range(2..4);
+                (g * rng.random_range(1..4), g * rng.random_range(1..4), g)
+            }
+            _ => (rng.random_range(1..9), rng.random_range(1..9), 1),
+        };
+        let n = [1, 1, 2, 3, 5][rng.random_range(0..5)];
+        let pointwise = rng.random_range(0..8) == 0;
+        let (kh, kw) = if pointwise {
+            (1, 1)
+        } else {
+            (rng.random_range(1..6), rng.random_range(1..6))
+        };
+        let stride = if pointwise && rng.random_bool(0.5) {
+            (1, 1)
+        } else {
+            (rng.random_range(1..4), rng.random_range(1..4))
+        };
+        let dilation = (rng.random_range(1..4), rng.random_range(1..4));
+        let padding = if pointwise && rng.random_bool(0.5) {
+            Padding::Valid
+        } else {
+            match rng.random_range(0..4) {
+                0 => Padding::Valid,
+                1 => Padding::Same,
+                _ => Padding::explicit(
+                    rng.random_range(0..4),
+                    rng.random_range(0..4),
+                    rng.random_range(0..4),
+                    rng.random_range(0..4),
+                ),
+            }
+        };
+        let (h, w) = if rng.random_range(0..8) == 0 {
+            // kernel exactly as large as the padded input
+            let (t, b, l, r) = match padding {
+                Padding::Explicit {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                } => (top, bottom, left, right),
+                _ => (0, 0, 0, 0),
+            };
+            let dkh = (kh - 1) * dilation.0 + 1;
+            let dkw = (kw - 1) * dilation.1 + 1;
+            if dkh <= t + b || dkw <= l + r {
+                continue;
+            }
+            (dkh - t - b, dkw - l - r)
+        } else {
+            (rng.random_range(1..14), rng.random_range(1..14))
+        };
+        let spec = Conv2dSpec::new(n, c_in, h, w, c_out, kh, kw)
+            .stride(stride.0, stride.1)
+            .dilation(dilation.0, dilation.1)
+            .padding(padding)
+            .groups(groups);
+        if let Ok(g) = spec.build() {
+            return g;
+        }
+    }
+}
+
+/// Hand-picked edge shapes: tails around the 16-wide micro-kernel and the
+/// 64-pixel tile, kernel = input, pointwise, depthwise, the suite's small rows.
+pub fn edge_geometries() -> Vec<Conv2dGeometry> {
+    let s = Conv2dSpec::new;
+    [
+        s(1, 1, 1, 1, 1, 1, 1),
+        s(1, 1, 5, 5, 1, 5, 5),
+        s(2, 3, 7, 9, 5, 7, 9),
+        s(1, 17, 15, 16, 17, 3, 3).padding(Padding::same()),
+        s(3, 15, 9, 9, 16, 1, 1),
+        s(2, 16, 11, 13, 15, 1, 1).stride(2, 2),
+        s(1, 8, 17, 17, 8, 3, 3).padding(Padding::symmetric(1)).groups(8),
+        s(2, 6, 12, 10, 12, 3, 3)
+            .padding(Padding::explicit(0, 2, 1, 0))
+            .groups(6),
+        s(4, 1, 28, 28, 20, 5, 5),
+        s(2, 20, 12, 12, 50, 5, 5),
+        s(2, 3, 30, 30, 8, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
+        s(1, 32, 9, 9, 32, 3, 3).padding(Padding::symmetric(2)).dilation(2, 2),
+        s(1, 64, 14, 14, 64, 3, 3).padding(Padding::symmetric(1)),
+        s(3, 8, 13, 11, 8, 3, 2)
+            .stride(3, 2)
+            .dilation(2, 3)
+            .padding(Padding::same()),
+    ]
+    .into_iter()
+    .map(|spec| spec.build().expect("edge geometry is valid"))
+    .collect()
+}
+
+/// Checks `got` against the f64 reference `want` element by element:
+/// `|got - want| <= 2 * len * eps * mag + tiny`, where `mag` is the same
+/// reduction computed on absolute values (the classic bound for a sum of
+/// `len` products is `len * eps * sum |a_i b_i|`, factor 2 for the f32
+/// rounding of the stored result). Also fails on any non-finite element, so a
+/// NaN-poisoned element left unwritten fails.
+pub fn assert_close<T: Element>(what: &str, ctx: &str, got: &[T], want: &[f64], mag: &[f64], len: usize) {
+    assert_eq!(got.len(), want.len(), "{what}: length ({ctx})");
+    let eps = T::EPSILON.to_f64();
+    for i in 0..got.len() {
+        let g = got[i].to_f64();
+        assert!(g.is_finite(), "{what}[{i}] = {g} is not finite ({ctx})");
+        let tol = 2.0 * (len as f64 + 1.0) * eps * mag[i] + 1e-300;
+        assert!(
+            approx::abs_diff_eq!(g, want[i], epsilon = tol),
+            "{what}[{i}]: got {g}, reference {}, |diff| {:e} > tol {:e} (K-length {len}) ({ctx})",
+            want[i],
+            (g - want[i]).abs(),
+            tol
+        );
+    }
+}
+
+/// The f64 reference results for all passes plus their magnitudes.
+pub struct Expected {
+    pub y: Vec<f64>,
+    pub y_mag: Vec<f64>,
+    pub dx: Vec<f64>,
+    pub dx_mag: Vec<f64>,
+    pub dw: Vec<f64>,
+    pub dw_mag: Vec<f64>,
+    pub db: Vec<f64>,
+    pub db_mag: Vec<f64>,
+}
+
+pub fn expected(geom: &Conv2dGeometry, x: &[f64], w: &[f64], b: &[f64], dy: &[f64]) -> Expected {
+    let (ax, aw, ab, ady) = (abs64(x), abs64(w), abs64(b), abs64(dy));
+    let mut e = Expected {
+        y: vec![0.0; geom.output_len()],
+        y_mag: vec![0.0; geom.output_len()],
+        dx: vec![0.0; geom.input_len()],
+        dx_mag: vec![0.0; geom.input_len()],
+        dw: vec![0.0; geom.weight_len()],
+        dw_mag: vec![0.0; geom.weight_len()],
+        db: vec![0.0; geom.bias_len()],
+        db_mag: vec![0.0; geom.bias_len()],
+    };
+    reference::conv2d_forward(geom, x, w, Some(b), &mut e.y).unwrap();
+    reference::conv2d_forward(geom, &ax, &aw, Some(&ab), &mut e.y_mag).unwrap();
+    reference::conv2d_input_grad(geom, dy, w, &mut e.dx).unwrap();
+    reference::conv2d_input_grad(geom, &ady, &aw, &mut e.dx_mag).unwrap();
+    reference::conv2d_weight_grad(geom, x, dy, &mut e.dw).unwrap();
+    reference::conv2d_weight_grad(geom, &ax, &ady, &mut e.dw_mag).unwrap();
+    reference::conv2d_bias_grad(geom, dy, &mut e.db).unwrap();
+    reference::conv2d_bias_grad(geom, &ady, &mut e.db_mag).unwrap();
+    e
+}
+
+pub fn describe(geom: &Conv2dGeometry) -> String {
+    format!(
+        "n={} c_in={} h={} w={} c_out={} k={}x{} stride={:?} pad(t,b,l,r)={:?} dilation={:?} groups={} -> {}x{}",
+        geom.n(),
+        geom.c_in(),
+        geom.h(),
+        geom.w(),
+        geom.c_out(),
+        geom.kh(),
+        geom.kw(),
+        geom.stride(),
+        geom.padding(),
+        geom.dilation(),
+        geom.groups(),
+        geom.oh(),
+        geom.ow()
+    )
+}
