@@ -2,7 +2,7 @@
 //!
 //! Fast, checkable 2-D convolution for training CNNs on the CPU.
 //!
-//! - [`reference`]: plain nested loops for every pass, the truth the
+//! - [`reference`](mod@reference): plain nested loops for every pass, the truth the
 //!   optimized code is tested against, with each formula in its doc comment.
 //! - [`conv2d_into`], [`conv2d_input_grad_into`], [`conv2d_weight_grad_into`],
 //!   [`conv2d_bias_grad_into`]: the optimized passes (im2col tiles + GEMM,
@@ -48,3 +48,8 @@ pub use element::Element;
 pub use error::ConvError;
 pub use geometry::{Conv2dGeometry, Conv2dSpec, Padding};
 pub use workspace::Workspace;
+
+/// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

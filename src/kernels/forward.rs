@@ -13,37 +13,29 @@
 //! batch 1 still uses every thread. Tile choice does not change any output bit.
 
 use super::im2col::im2col_tile;
-use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks, tile_pixels};
+use super::parallel::{SharedMut, TASKS_PER_THREAD, Tiling, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
 
 /// How one forward call is cut into tasks.
 pub(crate) struct Plan {
-    tile: usize,
-    ntiles: usize,
+    tiles: Tiling,
     ntasks: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
 }
 
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
-    let ohw = geom.oh() * geom.ow();
     let k = geom.k_len();
-    let mut ntiles = ohw.div_ceil(tile_pixels::<T>(geom, k));
     let outer = geom.n() * geom.groups();
     let want = rayon::current_num_threads() * TASKS_PER_THREAD;
-    if outer < want {
-        ntiles = ntiles.max(want.div_ceil(outer)).min(ohw.div_ceil(16));
-    }
-    let tile = ohw.div_ceil(ntiles.max(1));
-    let ntiles = ohw.div_ceil(tile);
-    let ntasks = outer * ntiles;
+    let tiles = Tiling::for_rows::<T>(geom, k, want.div_ceil(outer));
+    let ntasks = outer * tiles.ntiles;
     let parts = parts_for(ntasks);
-    let scratch_len = if geom.is_pointwise() { 0 } else { k * tile };
+    let scratch_len = if geom.is_pointwise() { 0 } else { k * tiles.max_len() };
     Plan {
-        tile,
-        ntiles,
+        tiles,
         ntasks,
         parts,
         scratch_len,
@@ -74,10 +66,10 @@ pub(crate) fn forward<T: Element>(
     let scratch = ws.scratch_mut(p.parts * p.scratch_len.max(1));
     let out = SharedMut(y.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, col| {
-        let t = task % p.ntiles;
-        let g = (task / p.ntiles) % groups;
-        let n = task / (p.ntiles * groups);
-        let (p0, p1) = (t * p.tile, ((t + 1) * p.tile).min(ohw));
+        let t = task % p.tiles.ntiles;
+        let g = (task / p.tiles.ntiles) % groups;
+        let n = task / (p.tiles.ntiles * groups);
+        let (p0, p1) = p.tiles.range(t);
         let tl = p1 - p0;
         let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
         let (b_ptr, rsb) = if pointwise {

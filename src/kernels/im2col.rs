@@ -44,39 +44,68 @@ struct Segment {
 
 /// Calls `f(r, ci, segment)` for every row `r = (ci * kh + ky) * kw + kx` of a
 /// tile over `nch` channels and pixels `p0..p1`, and every output-row segment.
+///
+/// The in-bounds `ox` range of a tap column `kx` is the same for every output
+/// row, so it is computed once per `kx`; rows are walked incrementally, with
+/// no division in the loop.
 #[inline]
 fn for_each_segment(geom: &Conv2dGeometry, nch: usize, p0: usize, p1: usize, mut f: impl FnMut(usize, usize, Segment)) {
     let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
     let (sh, sw) = geom.stride();
     let (dh, dw) = geom.dilation();
     let (pad_top, _, pad_left, _) = geom.padding();
+    let (oy0, ox0) = (p0 / ow, p0 % ow);
     for ci in 0..nch {
         for ky in 0..kh {
             let yoff = (ky * dh) as isize - pad_top as isize;
             for kx in 0..kw {
                 let r = (ci * kh + ky) * kw + kx;
                 let xoff = (kx * dw) as isize - pad_left as isize;
-                let mut p = p0;
+                let (lo, hi) = valid_range(0, ow, sw, xoff, w);
+                let (mut p, mut oy, mut ox) = (p0, oy0, ox0);
                 while p < p1 {
-                    let (oy, ox0) = (p / ow, p % ow);
-                    let len = (ow - ox0).min(p1 - p);
+                    let len = (ow - ox).min(p1 - p);
                     let iy = (oy * sh) as isize + yoff;
-                    let run = if iy < 0 || iy >= h as isize {
+                    let (a, b) = (lo.max(ox), hi.min(ox + len));
+                    let run = if iy < 0 || iy >= h as isize || a >= b {
                         None
                     } else {
-                        let (a, b) = valid_range(ox0, ox0 + len, sw, xoff, w);
-                        if a == b {
-                            None
-                        } else {
-                            // a is in bounds, so a * sw + xoff is in 0..w.
-                            let src = (iy as usize) * w + ((a * sw) as isize + xoff) as usize;
-                            Some((a - ox0, b - a, src))
-                        }
+                        // a is in bounds, so a * sw + xoff is in 0..w.
+                        let src = (iy as usize) * w + ((a * sw) as isize + xoff) as usize;
+                        Some((a - ox, b - a, src))
                     };
                     f(r, ci, Segment { q: p - p0, len, run });
                     p += len;
+                    oy += 1;
+                    ox = 0;
                 }
             }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the short runs of
+/// small images (14 pixels for a 14x14 feature map): fixed-size blocks of 8,
+/// the last one overlapping the one before instead of a scalar tail.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    debug_assert_eq!(n, src.len());
+    if n >= 64 {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
+            i += 8;
+        }
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
         }
     }
 }
@@ -96,14 +125,19 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
         match seg.run {
             None => dst.fill(T::ZERO),
             Some((before, run, src)) => {
-                dst[..before].fill(T::ZERO);
-                dst[before + run..].fill(T::ZERO);
+                if before > 0 {
+                    dst[..before].fill(T::ZERO);
+                }
+                if before + run < dst.len() {
+                    dst[before + run..].fill(T::ZERO);
+                }
                 let dst = &mut dst[before..before + run];
                 if sw == 1 {
-                    dst.copy_from_slice(&plane[src..src + run]);
+                    copy_run(dst, &plane[src..src + run]);
                 } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = plane[src + j * sw];
+                    let from = plane[src..src + (run - 1) * sw + 1].iter().step_by(sw);
+                    for (d, &v) in dst.iter_mut().zip(from) {
+                        *d = v;
                     }
                 }
             }
@@ -136,8 +170,9 @@ pub(crate) fn col2im_tile<T: Element>(
                     *d += v;
                 }
             } else {
-                for (j, &v) in from.iter().enumerate() {
-                    plane[src + j * sw] += v;
+                let to = plane[src..src + (run - 1) * sw + 1].iter_mut().step_by(sw);
+                for (d, &v) in to.zip(from) {
+                    *d += v;
                 }
             }
         }

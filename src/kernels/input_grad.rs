@@ -13,14 +13,14 @@
 //! thread count.
 
 use super::im2col::col2im_tile;
-use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks, tile_pixels};
+use super::parallel::{SharedMut, TASKS_PER_THREAD, Tiling, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
 
 /// How one input-gradient call is cut into tasks.
 pub(crate) struct Plan {
-    tile: usize,
+    tiles: Tiling,
     cib: usize,
     nblocks: usize,
     ntasks: usize,
@@ -30,7 +30,7 @@ pub(crate) struct Plan {
 
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let cig = geom.cig();
-    let tile = tile_pixels::<T>(geom, geom.k_len());
+    let tiles = Tiling::for_rows::<T>(geom, geom.k_len(), 1);
     let outer = geom.n() * geom.groups();
     let want = rayon::current_num_threads() * TASKS_PER_THREAD;
     let nblocks = if outer >= want {
@@ -45,10 +45,10 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let scratch_len = if geom.is_pointwise() {
         0
     } else {
-        cib * geom.kh() * geom.kw() * tile
+        cib * geom.kh() * geom.kw() * tiles.max_len()
     };
     Plan {
-        tile,
+        tiles,
         cib,
         nblocks,
         ntasks,
@@ -89,9 +89,8 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
             dxb.fill(T::ZERO);
         }
         let a_ptr = w[g * cog * k + c0 * khkw..].as_ptr();
-        let mut p0 = 0;
-        while p0 < ohw {
-            let p1 = (p0 + p.tile).min(ohw);
+        for t in 0..p.tiles.ntiles {
+            let (p0, p1) = p.tiles.range(t);
             let tl = p1 - p0;
             let dy_ptr = dy[(n * c_out + g * cog) * ohw + p0..].as_ptr();
             let (c_ptr, rsc) = if pointwise {
@@ -125,7 +124,6 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
             if !pointwise {
                 col2im_tile(geom, &col[..rows * tl], nch, p0, p1, dxb);
             }
-            p0 = p1;
         }
     });
 }

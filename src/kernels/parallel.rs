@@ -21,13 +21,21 @@ use rayon::prelude::*;
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 
-/// Bytes of one column tile (`rows x pixels`). 256 KiB keeps the tile plus
-/// matrixmultiply's packed panels within the 1 MiB L2 of a Zen 4 core; measured
-/// against 128 KiB and 1 MiB on the suite it was the best or within noise of it.
-pub(crate) const COL_TILE_BYTES: usize = 256 * 1024;
+/// Bytes of one column tile (`rows x pixels`): the 512 KiB L2 of one core of
+/// the target machine. Larger tiles repack the weights (GEMM operand `A`) less
+/// often, smaller ones stay in cache; on the suite 256 KiB, 512 KiB and 1 MiB
+/// measured within the machine's noise of each other (bench_report, ratios to
+/// sgemm 0.7-1.3 either way), and 512 KiB keeps the 7x7 stem under 1 MiB of
+/// scratch per thread.
+pub(crate) const COL_TILE_BYTES: usize = 512 * 1024;
+
+/// Width of the GEMM micro-kernel's column panel (matrixmultiply's AVX-512
+/// sgemm kernel is 16 x 16). Tiles are cut at multiples of it, so only the last
+/// tile of an image can end in a partial panel.
+pub(crate) const PANEL: usize = 16;
 
 /// Smallest pixel tile: below 64 columns the GEMM's fixed costs (packing `A`,
-/// the 16-wide micro-kernel's edge) outweigh the cache benefit.
+/// the micro-kernel's edge) outweigh the cache benefit.
 pub(crate) const MIN_TILE_PIXELS: usize = 64;
 
 /// Tasks per thread the planners aim for when images x groups alone are too
@@ -39,12 +47,47 @@ pub(crate) const TASKS_PER_THREAD: usize = 2;
 /// thread count. 8 keeps 2 to 8 threads busy.
 pub(crate) const WEIGHT_GRAD_UNITS: usize = 8;
 
-/// Pixels per tile for tiles of `rows` rows of `T`, at most `ohw`.
-pub(crate) fn tile_pixels<T>(geom: &Conv2dGeometry, rows: usize) -> usize {
-    let ohw = geom.oh() * geom.ow();
-    let fit = COL_TILE_BYTES / (rows.max(1) * std::mem::size_of::<T>());
-    let t = (fit / 16 * 16).max(MIN_TILE_PIXELS);
-    t.min(ohw)
+/// The pixel tiles of one image: `ntiles` ranges of whole [`PANEL`]s, as
+/// even as possible (tile `t` covers panels `t*P/ntiles .. (t+1)*P/ntiles`
+/// of the `P = ceil(ohw / 16)` panels).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiling {
+    ohw: usize,
+    panels: usize,
+    pub(crate) ntiles: usize,
+}
+
+impl Tiling {
+    /// At least `ntiles` tiles (at most one per panel).
+    pub(crate) fn new(ohw: usize, ntiles: usize) -> Self {
+        let panels = ohw.div_ceil(PANEL);
+        Tiling {
+            ohw,
+            panels,
+            ntiles: ntiles.clamp(1, panels),
+        }
+    }
+
+    /// Tiles whose column tiles of `rows` rows of `T` fit in [`COL_TILE_BYTES`]
+    /// (but are at least [`MIN_TILE_PIXELS`] wide), and at least `min_tiles`.
+    pub(crate) fn for_rows<T>(geom: &Conv2dGeometry, rows: usize, min_tiles: usize) -> Self {
+        let ohw = geom.oh() * geom.ow();
+        let fit = COL_TILE_BYTES / (rows.max(1) * std::mem::size_of::<T>());
+        let pixels = fit.max(MIN_TILE_PIXELS);
+        Tiling::new(ohw, ohw.div_ceil(pixels).max(min_tiles))
+    }
+
+    /// Pixels `p0..p1` of tile `t`.
+    #[inline]
+    pub(crate) fn range(&self, t: usize) -> (usize, usize) {
+        let edge = |t: usize| (PANEL * (t * self.panels / self.ntiles)).min(self.ohw);
+        (edge(t), edge(t + 1))
+    }
+
+    /// Pixels of the widest tile.
+    pub(crate) fn max_len(&self) -> usize {
+        (PANEL * self.panels.div_ceil(self.ntiles)).min(self.ohw)
+    }
 }
 
 /// A raw pointer that tasks share; each task writes only its own disjoint

@@ -18,14 +18,14 @@
 use rayon::prelude::*;
 
 use super::im2col::im2col_tile;
-use super::parallel::{SharedMut, WEIGHT_GRAD_UNITS, parts_for, run_tasks, tile_pixels};
+use super::parallel::{SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
 
 /// How one weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
-    tile: usize,
+    tiles: Tiling,
     cib: usize,
     nblocks: usize,
     nchunks: usize,
@@ -51,12 +51,16 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     } else {
         WEIGHT_GRAD_UNITS.div_ceil(units).min(geom.n())
     };
-    let tile = tile_pixels::<T>(geom, cib * khkw);
+    let tiles = Tiling::for_rows::<T>(geom, cib * khkw, 1);
     let ntasks = nchunks * units;
     let parts = parts_for(ntasks);
-    let scratch_len = if geom.is_pointwise() { 0 } else { cib * khkw * tile };
+    let scratch_len = if geom.is_pointwise() {
+        0
+    } else {
+        cib * khkw * tiles.max_len()
+    };
     Plan {
-        tile,
+        tiles,
         cib,
         nblocks,
         nchunks,
@@ -109,9 +113,8 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         let mut beta = T::ZERO;
         for n in n0..n1 {
             let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
-            let mut p0 = 0;
-            while p0 < ohw {
-                let p1 = (p0 + p.tile).min(ohw);
+            for t in 0..p.tiles.ntiles {
+                let (p0, p1) = p.tiles.range(t);
                 let tl = p1 - p0;
                 let (b_ptr, csb) = if pointwise {
                     (xb[p0..].as_ptr(), hw)
@@ -145,7 +148,6 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
                     );
                 }
                 beta = T::ONE;
-                p0 = p1;
             }
         }
     });

@@ -106,7 +106,7 @@ pub fn random_geometry(rng: &mut StdRng) -> Conv2dGeometry {
 }
 
 /// Hand-picked edge shapes: tails around the 16-wide micro-kernel and the
-/// 64-pixel tile, kernel = input, pointwise, depthwise, the suite's small rows.
+/// 64-pixel tile, images cut into several tiles, kernel = input, pointwise, depthwise, the suite's small rows.
 pub fn edge_geometries() -> Vec<Conv2dGeometry> {
     let s = Conv2dSpec::new;
     [

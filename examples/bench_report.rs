@@ -1,0 +1,274 @@
+//! One readable table of ferroconv's speed on the public suite.
+//!
+//! `cargo run --release --example bench_report [-- --seconds S] [--only a,b] [--no-naive] [--csv FILE]`
+//!
+//! Per suite row and pass, at 1 thread and at all threads (each in its own
+//! rayon pool): the median time of the optimized pass, its GFLOP/s, its speedup
+//! over the naive reference (timed once per cell on big rows), and the ratio to
+//! matrixmultiply's sgemm GFLOP/s on the GEMM shape the pass lowers to
+//! (one image and group). The passes at each thread count and the sgemm are
+//! timed round-robin, so all see the same machine state. sgemm runs single-threaded, so the ratio is
+//! given at 1 thread and the last column shows the thread scaling instead. It also
+//! reports the peak extra heap of one forward call per row (a counting global
+//! allocator: scratch, matrixmultiply's packing buffers, everything).
+
+#[path = "../benches/suite/mod.rs"]
+mod suite;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ferroconv::{Workspace, conv2d_input_grad_into, conv2d_into, conv2d_weight_grad_into, reference};
+
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; it only
+// keeps counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        CURRENT.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Median seconds of `f`, after one warm-up call, over at least `min_runs`
+/// calls or `budget` seconds, whichever is more (at most 200 calls).
+fn median(mut f: impl FnMut(), min_runs: usize, budget: f64) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut ts = Vec::new();
+    while ts.len() < min_runs || (start.elapsed().as_secs_f64() < budget && ts.len() < 200) {
+        let t = Instant::now();
+        f();
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    ts.sort_by(|a, b| a.total_cmp(b));
+    ts[ts.len() / 2]
+}
+
+/// Medians of several timed closures run round-robin (f0, f1, f2, f0, ...),
+/// so that a slow phase of a shared machine hits all alike: their ratios are
+/// what counts. At least 5 rounds, then until `budget` seconds or 200 rounds.
+fn round_robin_medians(fs: &mut [&mut dyn FnMut()], budget: f64) -> Vec<f64> {
+    fs.iter_mut().for_each(|f| f());
+    let start = Instant::now();
+    let mut ts = vec![Vec::new(); fs.len()];
+    while ts[0].len() < 5 || (start.elapsed().as_secs_f64() < budget && ts[0].len() < 200) {
+        for (f, t) in fs.iter_mut().zip(&mut ts) {
+            let t0 = Instant::now();
+            f();
+            t.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    ts.into_iter()
+        .map(|mut v| {
+            v.sort_by(|x, y| x.total_cmp(y));
+            v[v.len() / 2]
+        })
+        .collect()
+}
+
+/// A closure running matrixmultiply's sgemm on fresh `m x k` and `k x n`
+/// row-major operands.
+fn sgemm_call(m: usize, k: usize, n: usize) -> impl FnMut() {
+    let a = suite::data(m * k, 7);
+    let b = suite::data(k * n, 8);
+    let mut c = vec![0f32; m * n];
+    move || unsafe {
+        // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and distinct.
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let budget: f64 = opt("--seconds").map_or(0.5, |s| s.parse().expect("--seconds takes a number"));
+    let only: Vec<String> = opt("--only").map_or(Vec::new(), |s| s.split(',').map(String::from).collect());
+    let naive = !args.iter().any(|a| a == "--no-naive");
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let thread_counts: Vec<usize> = opt("--threads").map_or(if all > 1 { vec![1, all] } else { vec![1] }, |s| {
+        s.split(',')
+            .map(|t| t.parse().expect("--threads takes a list"))
+            .collect()
+    });
+    let mut csv =
+        String::from("shape,pass,threads,median_ms,gflops,naive_ms,speedup_vs_naive,sgemm_gflops,ratio_to_sgemm\n");
+
+    println!(
+        "ferroconv bench report: f32, {} cores available, threads {:?}, {:.1} s per cell",
+        all, thread_counts, budget
+    );
+    println!();
+    let tcols: Vec<String> = thread_counts
+        .iter()
+        .map(|t| format!("{t}T ms | {t}T GFLOP/s"))
+        .collect();
+    println!(
+        "| shape | pass | {} | naive ms | speedup 1T | sgemm GFLOP/s (1T) | 1T / sgemm | {}T / 1T |",
+        tcols.join(" | "),
+        thread_counts.last().unwrap()
+    );
+    println!("|{}", "---|".repeat(8 + 2 * thread_counts.len()));
+    let mut peaks = Vec::new();
+    for row in suite::rows() {
+        if !only.is_empty() && !only.contains(&row.name) {
+            continue;
+        }
+        let g = row.geom;
+        let x = suite::data(g.input_len(), 1);
+        let w = suite::data(g.weight_len(), 2);
+        let b = suite::data(g.bias_len(), 4);
+        let dy = suite::data(g.output_len(), 3);
+        let mut y = vec![0f32; g.output_len()];
+        let mut dx = vec![0f32; g.input_len()];
+        let mut dw = vec![0f32; g.weight_len()];
+        let gflop = g.flops() as f64 / 1e9;
+
+        // Peak extra heap of one forward call, starting from an empty workspace.
+        {
+            let base = CURRENT.load(Ordering::SeqCst);
+            PEAK.store(base, Ordering::SeqCst);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let before = CURRENT.load(Ordering::SeqCst);
+            PEAK.store(before, Ordering::SeqCst);
+            pool.install(|| conv2d_into(&g, &x, &w, Some(&b), &mut y, &mut Workspace::new()).unwrap());
+            peaks.push((row.name.clone(), PEAK.load(Ordering::SeqCst) - before));
+        }
+
+        for pass in suite::PASSES {
+            let mut cells = Vec::new();
+            let mut secs = Vec::new();
+            let (m, k, n) = suite::gemm_shape(&g, pass);
+            let mut gemm = sgemm_call(m, k, n);
+            let pools: Vec<rayon::ThreadPool> = thread_counts
+                .iter()
+                .map(|&t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap())
+                .collect();
+            let mut wss: Vec<Workspace<f32>> = pools
+                .iter()
+                .map(|p| p.install(|| Workspace::for_geometry(&g)))
+                .collect();
+            let mut runners: Vec<Box<dyn FnMut()>> = pools
+                .iter()
+                .zip(wss.iter_mut())
+                .map(|(pool, ws)| {
+                    let (g, x, w, b, dy) = (&g, &x, &w, &b, &dy);
+                    let mut y = vec![0f32; g.output_len()];
+                    let mut dx = vec![0f32; g.input_len()];
+                    let mut dw = vec![0f32; g.weight_len()];
+                    Box::new(move || {
+                        pool.install(|| match pass {
+                            "forward" => conv2d_into(g, x, w, Some(b), &mut y, ws).unwrap(),
+                            "input_grad" => conv2d_input_grad_into(g, dy, w, &mut dx, ws).unwrap(),
+                            _ => conv2d_weight_grad_into(g, x, dy, &mut dw, ws).unwrap(),
+                        })
+                    }) as Box<dyn FnMut()>
+                })
+                .collect();
+            let mut fs: Vec<&mut dyn FnMut()> = runners.iter_mut().map(|r| &mut **r as &mut dyn FnMut()).collect();
+            fs.push(&mut gemm);
+            let mut med = round_robin_medians(&mut fs, budget);
+            let gemm_s = med.pop().expect("sgemm median");
+            drop(fs);
+            drop(runners);
+            for &s in &med {
+                secs.push(s);
+                cells.push(format!("{:.3} | {:.1}", s * 1e3, gflop / s));
+            }
+            let naive_s = naive.then(|| {
+                let runs = if g.flops() <= suite::NAIVE_MAX_FLOPS { 3 } else { 1 };
+                match pass {
+                    "forward" => median(
+                        || reference::conv2d_forward(&g, &x, &w, Some(&b), &mut y).unwrap(),
+                        runs,
+                        0.0,
+                    ),
+                    "input_grad" => median(
+                        || reference::conv2d_input_grad(&g, &dy, &w, &mut dx).unwrap(),
+                        runs,
+                        0.0,
+                    ),
+                    _ => median(
+                        || reference::conv2d_weight_grad(&g, &x, &dy, &mut dw).unwrap(),
+                        runs,
+                        0.0,
+                    ),
+                }
+            });
+            let gemm_gflops = 2.0 * (m * k * n) as f64 / gemm_s / 1e9;
+            let ratio = (gflop / secs[0]) / gemm_gflops;
+            let scaling = secs[0] / secs[secs.len() - 1];
+            println!(
+                "| {} | {} | {} | {} | {} | {:.1} ({}x{}x{}) | {:.2} | {:.2} |",
+                row.name,
+                pass,
+                cells.join(" | "),
+                naive_s.map_or("-".into(), |s| format!("{:.1}", s * 1e3)),
+                naive_s.map_or("-".into(), |s| format!("{:.1}x", s / secs[0])),
+                gemm_gflops,
+                m,
+                k,
+                n,
+                ratio,
+                scaling
+            );
+            for (i, &t) in thread_counts.iter().enumerate() {
+                csv.push_str(&format!(
+                    "{},{},{},{:.4},{:.2},{},{},{:.2},{:.3}\n",
+                    row.name,
+                    pass,
+                    t,
+                    secs[i] * 1e3,
+                    gflop / secs[i],
+                    naive_s.map_or(String::new(), |s| format!("{:.3}", s * 1e3)),
+                    naive_s.map_or(String::new(), |s| format!("{:.2}", s / secs[i])),
+                    gemm_gflops,
+                    (gflop / secs[i]) / gemm_gflops
+                ));
+            }
+        }
+    }
+    println!();
+    println!("Peak extra heap of one forward call at 1 thread (all allocations, incl. matrixmultiply's packing):");
+    for (name, bytes) in peaks {
+        println!("  {name}: {:.2} MiB", bytes as f64 / (1024.0 * 1024.0));
+    }
+    if let Some(path) = opt("--csv") {
+        std::fs::write(&path, csv).expect("write --csv file");
+        println!("CSV written to {path}");
+    }
+}
