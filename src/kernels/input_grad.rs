@@ -13,7 +13,7 @@
 //! thread count.
 
 use super::im2col::col2im_tile;
-use super::parallel::{SharedMut, TASKS_PER_THREAD, Tiling, parts_for, run_tasks};
+use super::parallel::{Blocks, SharedMut, TASKS_PER_THREAD, Tiling, block_plan, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -21,8 +21,7 @@ use crate::workspace::Workspace;
 /// How one input-gradient call is cut into tasks.
 pub(crate) struct Plan {
     tiles: Tiling,
-    cib: usize,
-    nblocks: usize,
+    blocks: Blocks,
     ntasks: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
@@ -30,27 +29,23 @@ pub(crate) struct Plan {
 
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let cig = geom.cig();
-    let tiles = Tiling::for_rows::<T>(geom, geom.k_len(), 1);
     let outer = geom.n() * geom.groups();
     let want = rayon::current_num_threads() * TASKS_PER_THREAD;
-    let nblocks = if outer >= want {
-        1
-    } else {
-        want.div_ceil(outer).min(cig)
-    };
-    let cib = cig.div_ceil(nblocks);
-    let nblocks = cig.div_ceil(cib);
-    let ntasks = outer * nblocks;
+    // The pixel tiles fix the order of the scatter-adds, so they come from
+    // the geometry alone; the channel blocks change no bit (each block owns
+    // its dX planes), so they may be split further to feed the threads.
+    let (blocks, tiles) = block_plan::<T>(geom);
+    let blocks = Blocks::new(cig, blocks.nblocks.max(want.div_ceil(outer)));
+    let ntasks = outer * blocks.nblocks;
     let parts = parts_for(ntasks);
     let scratch_len = if geom.is_pointwise() {
         0
     } else {
-        cib * geom.kh() * geom.kw() * tiles.max_len()
+        blocks.max_len() * geom.kh() * geom.kw() * tiles.max_len()
     };
     Plan {
         tiles,
-        cib,
-        nblocks,
+        blocks,
         ntasks,
         parts,
         scratch_len,
@@ -75,10 +70,10 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
     let scratch = ws.scratch_mut(p.parts * p.scratch_len.max(1));
     let dx_all = SharedMut(dx.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, col| {
-        let b = task % p.nblocks;
-        let g = (task / p.nblocks) % groups;
-        let n = task / (p.nblocks * groups);
-        let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
+        let b = task % p.blocks.nblocks;
+        let g = (task / p.blocks.nblocks) % groups;
+        let n = task / (p.blocks.nblocks * groups);
+        let (c0, c1) = p.blocks.range(b);
         let nch = c1 - c0;
         let rows = nch * khkw;
         // SAFETY: tasks are distinct (n, g, block) triples, so the channel

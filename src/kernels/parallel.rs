@@ -42,6 +42,13 @@ pub(crate) const MIN_TILE_PIXELS: usize = 64;
 /// few, so that uneven task sizes still balance.
 pub(crate) const TASKS_PER_THREAD: usize = 2;
 
+/// Target GEMM reduction length of one forward channel block: matrixmultiply
+/// packs and accumulates the reduction in blocks of `KC = 256`, so blocks of at
+/// least that many rows cost no extra passes over the output, while letting a
+/// small image keep all its pixels in one tile (the weights, GEMM operand `A`,
+/// are then packed once per image instead of once per pixel tile).
+pub(crate) const MIN_BLOCK_ROWS: usize = 256;
+
 /// Weight-gradient work units (groups x channel blocks x image chunks) the
 /// planner aims for, fixed so that the summation order never depends on the
 /// thread count. 8 keeps 2 to 8 threads busy.
@@ -137,4 +144,50 @@ pub(crate) fn run_tasks<T: Element>(
             let (t0, t1) = (i * ntasks / parts, (i + 1) * ntasks / parts);
             (t0..t1).for_each(|t| f(t, s));
         });
+}
+
+/// Channel blocks `0..nch` cut into `nblocks` nearly equal ranges.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocks {
+    nch: usize,
+    pub(crate) nblocks: usize,
+}
+
+impl Blocks {
+    /// At least `nblocks` blocks (at most one per channel).
+    pub(crate) fn new(nch: usize, nblocks: usize) -> Self {
+        Blocks {
+            nch,
+            nblocks: nblocks.clamp(1, nch),
+        }
+    }
+
+    /// Blocks of at most `max_per_block` channels (at least one each).
+    pub(crate) fn at_most(nch: usize, max_per_block: usize) -> Self {
+        Blocks::new(nch, nch.div_ceil(max_per_block.max(1)))
+    }
+
+    /// Channels `c0..c1` of block `b`.
+    #[inline]
+    pub(crate) fn range(&self, b: usize) -> (usize, usize) {
+        (b * self.nch / self.nblocks, (b + 1) * self.nch / self.nblocks)
+    }
+
+    /// Channels of the widest block.
+    pub(crate) fn max_len(&self) -> usize {
+        self.nch.div_ceil(self.nblocks)
+    }
+}
+
+/// Channel blocks and pixel tiles for column tiles of `kh * kw` rows per
+/// input channel, from the geometry alone (they fix the summation order):
+/// blocks of at least [`MIN_BLOCK_ROWS`] rows where the group has that many,
+/// pixel tiles as wide as fit in [`COL_TILE_BYTES`] with such a block (often
+/// the whole image), then as many channels per block as fit with that tile.
+pub(crate) fn block_plan<T>(geom: &Conv2dGeometry) -> (Blocks, Tiling) {
+    let (cig, khkw) = (geom.cig(), geom.kh() * geom.kw());
+    let min_ch = MIN_BLOCK_ROWS.div_ceil(khkw).min(cig);
+    let tiles = Tiling::for_rows::<T>(geom, min_ch * khkw, 1);
+    let per_block = COL_TILE_BYTES / (khkw * tiles.max_len() * std::mem::size_of::<T>());
+    (Blocks::at_most(cig, per_block), tiles)
 }
