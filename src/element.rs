@@ -46,6 +46,8 @@ pub trait Element:
     fn to_f64(self) -> f64;
     /// True unless NaN or infinite.
     fn is_finite(self) -> bool;
+    /// True for NaN.
+    fn is_nan(self) -> bool;
 
     /// `C <- alpha * A * B + beta * C` for an `m x k` matrix `A`, a `k x n`
     /// matrix `B` and an `m x n` matrix `C`, each given by a pointer and its row
@@ -92,6 +94,10 @@ macro_rules! impl_element {
             #[inline]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             #[inline]
             unsafe fn gemm(

@@ -8,6 +8,7 @@ use std::fmt;
 /// user what to fix. No public function of this crate panics on user input;
 /// it returns one of these instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConvError {
     /// A size that must be at least 1 is 0 (`what` names it: `"batch"`,
     /// `"c_in"`, `"kernel height"`, ...).
@@ -63,6 +64,34 @@ pub enum ConvError {
         /// Length that was passed.
         actual: usize,
     },
+    /// A layer got an input (or output gradient) of the wrong shape.
+    InputShape {
+        /// The layer (its name in a model, or its kind).
+        layer: String,
+        /// What it expects.
+        expected: String,
+        /// The shape it got.
+        actual: Vec<usize>,
+    },
+    /// A class label is not below the number of classes.
+    LabelOutOfRange {
+        /// Position of the label in the batch.
+        index: usize,
+        /// The label.
+        label: usize,
+        /// Number of classes (logits per sample).
+        classes: usize,
+    },
+    /// A layer, loss or optimizer setting is invalid (`what` says which and why).
+    InvalidConfig {
+        /// The offending setting and its value.
+        what: String,
+    },
+    /// A checkpoint could not be read, written or applied; the model is untouched.
+    Checkpoint {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConvError {
@@ -91,6 +120,17 @@ impl fmt::Display for ConvError {
             ConvError::LengthMismatch { what, expected, actual } => {
                 write!(f, "{what} has {actual} elements but the geometry needs {expected}")
             }
+            ConvError::InputShape {
+                layer,
+                expected,
+                actual,
+            } => write!(f, "{layer} expects {expected}, got shape {actual:?}"),
+            ConvError::LabelOutOfRange { index, label, classes } => write!(
+                f,
+                "label {label} at batch position {index} is out of range for {classes} classes"
+            ),
+            ConvError::InvalidConfig { what } => write!(f, "invalid setting: {what}"),
+            ConvError::Checkpoint { reason } => write!(f, "checkpoint: {reason}"),
         }
     }
 }

@@ -37,6 +37,7 @@ mod element;
 mod error;
 mod geometry;
 mod kernels;
+pub mod nn;
 pub mod reference;
 mod workspace;
 
