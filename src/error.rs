@@ -87,6 +87,11 @@ pub enum ConvError {
         /// The offending setting and its value.
         what: String,
     },
+    /// A data file could not be read or parsed.
+    Data {
+        /// What went wrong, with the file name.
+        reason: String,
+    },
     /// A checkpoint could not be read, written or applied; the model is untouched.
     Checkpoint {
         /// What went wrong.
@@ -130,6 +135,7 @@ impl fmt::Display for ConvError {
                 "label {label} at batch position {index} is out of range for {classes} classes"
             ),
             ConvError::InvalidConfig { what } => write!(f, "invalid setting: {what}"),
+            ConvError::Data { reason } => write!(f, "data: {reason}"),
             ConvError::Checkpoint { reason } => write!(f, "checkpoint: {reason}"),
         }
     }

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod conv;
+pub mod data;
 mod element;
 mod error;
 mod geometry;
