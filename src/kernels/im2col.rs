@@ -119,6 +119,19 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
     let tl = p1 - p0;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * tl);
+    if sw == 1 && p0 % geom.ow() == 0 {
+        for_each_unit_row(geom, nch, p0, p1, |ci, off, len, lo, b, src| {
+            let dst = &mut col[off..off + len];
+            if lo > 0 {
+                dst[..lo].fill(T::ZERO);
+            }
+            copy_run(&mut dst[lo..b], &x[ci * hw + src..ci * hw + src + (b - lo)]);
+            if b < len {
+                dst[b..].fill(T::ZERO);
+            }
+        });
+        return;
+    }
     for_each_segment(geom, nch, p0, p1, |r, ci, seg| {
         let dst = &mut col[r * tl + seg.q..r * tl + seg.q + seg.len];
         let plane = &x[ci * hw..(ci + 1) * hw];
@@ -145,6 +158,61 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
     });
 }
 
+/// The unit-stride walk behind [`im2col_tile`] and [`col2im_tile`], for
+/// horizontal stride 1 and tiles that start on an output row: the hot case
+/// (every 3x3 and 5x5 stride-1 layer), as plain loops over output rows. Per
+/// tap `(ky, kx)` the valid output rows `oy_lo..oy_hi` and columns `lo..hi` are
+/// computed once. Calls `f(ci, off, len, lo, b, src)` for each output row of
+/// each tile row: `off..off + len` are its tile elements, of which columns
+/// `lo..b` read channel-plane elements `src..src + b - lo` and the rest is
+/// padding (`lo == b` when the whole row is padding).
+#[inline(always)]
+fn for_each_unit_row(
+    geom: &Conv2dGeometry,
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
+    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let sh = geom.stride().0;
+    let (dh, dw) = geom.dilation();
+    let (pad_top, _, pad_left, _) = geom.padding();
+    let tl = p1 - p0;
+    let oy0 = p0 / ow;
+    let rows_in_tile = tl.div_ceil(ow);
+    for ci in 0..nch {
+        for ky in 0..kh {
+            let yoff = (ky * dh) as isize - pad_top as isize;
+            let (oy_lo, oy_hi) = valid_range(oy0, oy0 + rows_in_tile, sh, yoff, h);
+            for kx in 0..kw {
+                let xoff = (kx * dw) as isize - pad_left as isize;
+                let (lo, hi) = valid_range(0, ow, 1, xoff, w);
+                let base = ((ci * kh + ky) * kw + kx) * tl;
+                for j in 0..rows_in_tile {
+                    let oy = oy0 + j;
+                    let len = ow.min(tl - j * ow);
+                    let b = hi.min(len);
+                    if oy < oy_lo || oy >= oy_hi || lo >= b {
+                        f(ci, base + j * ow, len, 0, 0, 0);
+                    } else {
+                        // lo..b is in bounds: lo + xoff >= 0 and b + xoff <= w.
+                        let iy = ((oy * sh) as isize + yoff) as usize;
+                        f(
+                            ci,
+                            base + j * ow,
+                            len,
+                            lo,
+                            b,
+                            ((iy * w) as isize + lo as isize + xoff) as usize,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Scatter-adds the column tile `col` (`nch * kh * kw` rows of `p1 - p0`) into
 /// the `nch` channel planes `dx`: the transpose of [`im2col_tile`]. Padding
 /// entries of the tile are dropped.
@@ -161,6 +229,15 @@ pub(crate) fn col2im_tile<T: Element>(
     let tl = p1 - p0;
     debug_assert_eq!(dx.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * tl);
+    if sw == 1 && p0 % geom.ow() == 0 {
+        for_each_unit_row(geom, nch, p0, p1, |ci, off, _, lo, b, src| {
+            let to = &mut dx[ci * hw + src..ci * hw + src + (b - lo)];
+            for (d, &v) in to.iter_mut().zip(&col[off + lo..off + b]) {
+                *d += v;
+            }
+        });
+        return;
+    }
     for_each_segment(geom, nch, p0, p1, |r, ci, seg| {
         if let Some((before, run, src)) = seg.run {
             let from = &col[r * tl + seg.q + before..r * tl + seg.q + before + run];

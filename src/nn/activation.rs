@@ -1,9 +1,14 @@
 //! Elementwise activations and reshapes.
 
+use rayon::prelude::*;
+
 use crate::element::Element;
 use crate::error::ConvError;
 use crate::nn::layer::{Layer, check_dy, shape_error};
 use crate::nn::tensor::Tensor;
+
+/// Elements per parallel task of the elementwise layers.
+const CHUNK: usize = 1 << 15;
 
 /// `y = max(x, 0)`; backward passes `dy` where `x > 0` and zero elsewhere
 /// (PyTorch's convention at exactly 0).
@@ -17,10 +22,15 @@ impl<T: Element> Layer<T> for ReLU {
 
     fn forward(&mut self, x: &Tensor<T>, y: &mut Tensor<T>) -> Result<(), ConvError> {
         y.resize(x.shape());
-        for (o, &i) in y.data_mut().iter_mut().zip(x.data()) {
-            // NaN stays NaN, so diagnostics still see it downstream.
-            *o = if i < T::ZERO { T::ZERO } else { i };
-        }
+        y.data_mut()
+            .par_chunks_mut(CHUNK)
+            .zip(x.data().par_chunks(CHUNK))
+            .for_each(|(o, i)| {
+                for (o, &i) in o.iter_mut().zip(i) {
+                    // NaN stays NaN, so diagnostics still see it downstream.
+                    *o = if i < T::ZERO { T::ZERO } else { i };
+                }
+            });
         Ok(())
     }
 
@@ -34,9 +44,14 @@ impl<T: Element> Layer<T> for ReLU {
         check_dy("ReLU", y, dy)?;
         if let Some(dx) = dx {
             dx.resize(x.shape());
-            for ((o, &i), &d) in dx.data_mut().iter_mut().zip(x.data()).zip(dy.data()) {
-                *o = if i > T::ZERO { d } else { T::ZERO };
-            }
+            dx.data_mut()
+                .par_chunks_mut(CHUNK)
+                .zip(x.data().par_chunks(CHUNK).zip(dy.data().par_chunks(CHUNK)))
+                .for_each(|(o, (i, d))| {
+                    for ((o, &i), &d) in o.iter_mut().zip(i).zip(d) {
+                        *o = if i > T::ZERO { d } else { T::ZERO };
+                    }
+                });
         }
         Ok(())
     }

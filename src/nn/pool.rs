@@ -68,6 +68,34 @@ impl PoolGeom {
     }
 }
 
+/// The common 2x2, stride 2, unpadded window, unrolled: the first maximum of
+/// each window (a NaN wins), with its index (offset by `base`) in `ap`.
+#[inline]
+fn max_pool_2x2<T: Element>(x: &[T], w: usize, base: usize, oh: usize, ow: usize, yp: &mut [T], ap: &mut [usize]) {
+    for oy in 0..oh {
+        let r0 = 2 * oy * w;
+        let (row0, row1) = (&x[r0..r0 + w], &x[r0 + w..r0 + 2 * w]);
+        let (yr, ar) = (&mut yp[oy * ow..(oy + 1) * ow], &mut ap[oy * ow..(oy + 1) * ow]);
+        for ox in 0..ow {
+            let c = 2 * ox;
+            let cand = [
+                (row0[c], r0 + c),
+                (row0[c + 1], r0 + c + 1),
+                (row1[c], r0 + w + c),
+                (row1[c + 1], r0 + w + c + 1),
+            ];
+            let mut best = cand[0];
+            for &(v, i) in &cand[1..] {
+                if v > best.0 || (v.is_nan() && !best.0.is_nan()) {
+                    best = (v, i);
+                }
+            }
+            yr[ox] = best.0;
+            ar[ox] = base + best.1;
+        }
+    }
+}
+
 /// Max pooling (PyTorch's `nn.MaxPool2d`, padding with `-inf`); backward
 /// routes each output gradient to the input element that was the maximum
 /// (the first one on ties).
@@ -115,6 +143,10 @@ impl<T: Element> Layer<T> for MaxPool2d {
             .enumerate()
             .for_each(|(plane, (yp, ap))| {
                 let base = plane * h * w;
+                if g.kernel == (2, 2) && g.stride == (2, 2) && g.pad == (0, 0) {
+                    max_pool_2x2(&xd[base..base + h * w], w, base, oh, ow, yp, ap);
+                    return;
+                }
                 for oy in 0..oh {
                     let (y0, y1) = PoolGeom::window(oy, g.stride.0, g.kernel.0, g.pad.0, h);
                     for ox in 0..ow {
