@@ -119,7 +119,7 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
     let tl = p1 - p0;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * tl);
-    if sw == 1 && p0 % geom.ow() == 0 {
+    if sw == 1 && p0.is_multiple_of(geom.ow()) {
         for_each_unit_row(geom, nch, p0, p1, |ci, off, len, lo, b, src| {
             let dst = &mut col[off..off + len];
             if lo > 0 {
@@ -229,7 +229,7 @@ pub(crate) fn col2im_tile<T: Element>(
     let tl = p1 - p0;
     debug_assert_eq!(dx.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * tl);
-    if sw == 1 && p0 % geom.ow() == 0 {
+    if sw == 1 && p0.is_multiple_of(geom.ow()) {
         for_each_unit_row(geom, nch, p0, p1, |ci, off, _, lo, b, src| {
             let to = &mut dx[ci * hw + src..ci * hw + src + (b - lo)];
             for (d, &v) in to.iter_mut().zip(&col[off + lo..off + b]) {
