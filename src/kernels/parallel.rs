@@ -191,3 +191,63 @@ pub(crate) fn block_plan<T>(geom: &Conv2dGeometry) -> (Blocks, Tiling) {
     let per_block = COL_TILE_BYTES / (khkw * tiles.max_len() * std::mem::size_of::<T>());
     (Blocks::at_most(cig, per_block), tiles)
 }
+
+/// Smallest column block [`gemm_split_n`] gives a thread.
+const MIN_SPLIT_COLUMNS: usize = 64;
+
+/// `C <- A B + beta C` (`m x k` times `k x n`, strides in elements) with the
+/// columns of `C` split into blocks of whole [`PANEL`]s run in parallel on the
+/// current pool. Every element is computed exactly as one call would compute
+/// it (see the module documentation), so the result does not depend on the
+/// thread count.
+///
+/// # Safety
+/// As [`Element::gemm`]: every addressed element of `A` and `B` readable, of
+/// `C` writable, and `C` aliasing neither.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_split_n<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    (rsa, csa): (isize, isize),
+    b: *const T,
+    (rsb, csb): (isize, isize),
+    beta: T,
+    c: *mut T,
+    (rsc, csc): (isize, isize),
+) {
+    let parts = rayon::current_num_threads().min(n / MIN_SPLIT_COLUMNS).max(1);
+    let panels = n.div_ceil(PANEL);
+    let (a, b, c) = (SharedMut(a as *mut T), SharedMut(b as *mut T), SharedMut(c));
+    let run = |p: usize| {
+        let j0 = (PANEL * (p * panels / parts)).min(n);
+        let j1 = (PANEL * ((p + 1) * panels / parts)).min(n);
+        // SAFETY: part p owns columns j0..j1 of C (the parts partition 0..n);
+        // B and C are offset to that column range, inside the caller's
+        // matrices; the caller guarantees the rest.
+        unsafe {
+            T::gemm(
+                m,
+                k,
+                j1 - j0,
+                T::ONE,
+                a.get(),
+                rsa,
+                csa,
+                b.get().offset(j0 as isize * csb),
+                rsb,
+                csb,
+                beta,
+                c.get().offset(j0 as isize * csc),
+                rsc,
+                csc,
+            )
+        }
+    };
+    if parts == 1 {
+        run(0);
+    } else {
+        (0..parts).into_par_iter().for_each(run);
+    }
+}

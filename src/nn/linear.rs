@@ -4,6 +4,7 @@ use rand::rngs::StdRng;
 
 use crate::element::Element;
 use crate::error::ConvError;
+use crate::kernels::parallel::gemm_split_n;
 use crate::nn::init::{Init, default_bias};
 use crate::nn::layer::{Layer, check_dy, shape_error};
 use crate::nn::param::Param;
@@ -82,21 +83,17 @@ impl<T: Element> Layer<T> for Linear<T> {
         // (row stride 1, column stride in) and y is n x out, all sized by the
         // checks above; y aliases neither input.
         unsafe {
-            T::gemm(
+            gemm_split_n(
                 n,
                 self.inf,
                 self.outf,
-                T::ONE,
                 x.data().as_ptr(),
-                self.inf as isize,
-                1,
+                (self.inf as isize, 1),
                 self.weight.value.as_ptr(),
-                1,
-                self.inf as isize,
+                (1, self.inf as isize),
                 beta,
                 y.data_mut().as_mut_ptr(),
-                self.outf as isize,
-                1,
+                (self.outf as isize, 1),
             );
         }
         Ok(())
@@ -115,21 +112,17 @@ impl<T: Element> Layer<T> for Linear<T> {
             dx.resize(x.shape());
             // SAFETY: dy is n x out, W is out x in, dx is n x in; dx aliases neither.
             unsafe {
-                T::gemm(
+                gemm_split_n(
                     n,
                     self.outf,
                     self.inf,
-                    T::ONE,
                     dy.data().as_ptr(),
-                    self.outf as isize,
-                    1,
+                    (self.outf as isize, 1),
                     self.weight.value.as_ptr(),
-                    self.inf as isize,
-                    1,
+                    (self.inf as isize, 1),
                     T::ZERO,
                     dx.data_mut().as_mut_ptr(),
-                    self.inf as isize,
-                    1,
+                    (self.inf as isize, 1),
                 );
             }
         }
@@ -137,21 +130,17 @@ impl<T: Element> Layer<T> for Linear<T> {
         // SAFETY: dy read transposed (row stride 1, column stride out), x is
         // n x in, the gradient is out x in and aliases neither.
         unsafe {
-            T::gemm(
+            gemm_split_n(
                 self.outf,
                 n,
                 self.inf,
-                T::ONE,
                 dy.data().as_ptr(),
-                1,
-                self.outf as isize,
+                (1, self.outf as isize),
                 x.data().as_ptr(),
-                self.inf as isize,
-                1,
+                (self.inf as isize, 1),
                 T::ONE,
                 self.weight.grad.as_mut_ptr(),
-                self.inf as isize,
-                1,
+                (self.inf as isize, 1),
             );
         }
         if let Some(b) = &mut self.bias {

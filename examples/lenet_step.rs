@@ -1,0 +1,51 @@
+//! Times one LeNet training step at batch 64 (forward, cross-entropy,
+//! backward, SGD momentum) like the last line of `shared/compare/torch_lenet.py`:
+//! the median of 50 steps after 5 warm-up steps, on the first 64 digits.
+//!
+//! `cargo run --release --example lenet_step [-- --threads 1,2] [--steps 50]`
+
+use std::time::Instant;
+
+use ferroconv::data::Dataset;
+use ferroconv::nn::*;
+use rand::SeedableRng;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opt_arg = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let threads: Vec<usize> =
+        opt_arg("--threads").map_or(vec![1, 2], |s| s.split(',').map(|t| t.parse().unwrap()).collect());
+    let steps: usize = opt_arg("--steps").map_or(50, |s| s.parse().unwrap());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
+    let data = Dataset::mnist_csv(path).expect("data/mnist_5k.csv.gz");
+    for &t in &threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+        pool.install(|| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+            let mut model = lenet(&mut rng).unwrap();
+            let mut opt = Sgd::new(0.01).unwrap().momentum(0.9).unwrap();
+            let idx: Vec<usize> = (0..64).collect();
+            let (mut x, mut y, mut d) = (Tensor::empty(), Vec::new(), Tensor::empty());
+            data.batch(&idx, &mut x, &mut y);
+            let mut ts = Vec::new();
+            for i in 0..steps + 5 {
+                let t0 = Instant::now();
+                let logits = model.forward(&x).unwrap();
+                softmax_cross_entropy(logits, &y, &mut d).unwrap();
+                model.zero_grad();
+                model.backward(&x, &d).unwrap();
+                opt.step(&mut model);
+                if i >= 5 {
+                    ts.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            ts.sort_by(|a, b| a.total_cmp(b));
+            let med = ts[ts.len() / 2];
+            println!(
+                "ferroconv threads {t} train_step batch64 median {:.2} ms = {:.0} img/s",
+                med * 1e3,
+                64.0 / med
+            );
+        });
+    }
+}

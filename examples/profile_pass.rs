@@ -1,0 +1,25 @@
+#[path = "../benches/suite/mod.rs"]
+mod suite;
+use ferroconv::*;
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let row = suite::rows().into_iter().find(|r| r.name == a[1]).unwrap();
+    let g = row.geom;
+    let x = suite::data(g.input_len(), 1);
+    let w = suite::data(g.weight_len(), 2);
+    let dy = suite::data(g.output_len(), 3);
+    let mut y = vec![0f32; g.output_len()];
+    let mut dx = vec![0f32; g.input_len()];
+    let mut dw = vec![0f32; g.weight_len()];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        let mut ws = Workspace::for_geometry(&g);
+        for _ in 0..1 {
+            match a[2].as_str() {
+                "forward" => conv2d_into(&g, &x, &w, None, &mut y, &mut ws).unwrap(),
+                "input_grad" => conv2d_input_grad_into(&g, &dy, &w, &mut dx, &mut ws).unwrap(),
+                _ => conv2d_weight_grad_into(&g, &x, &dy, &mut dw, &mut ws).unwrap(),
+            }
+        }
+    });
+}
