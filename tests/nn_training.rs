@@ -428,3 +428,26 @@ fn init_schemes_have_the_documented_scale() {
     assert!(c.weight().value.iter().all(|x| x.abs() <= 1.0 / 3.0));
     assert_eq!(c.weight().shape, [8, 1, 3, 3]);
 }
+
+#[test]
+fn training_is_bitwise_identical_across_thread_counts() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut m = lenet(&mut rng(21)).unwrap();
+            let x = {
+                let t = random_tensor(&[16, 1, 28, 28], 22);
+                Tensor::from_vec(&[16, 1, 28, 28], t.data().iter().map(|v| v.abs()).collect()).unwrap()
+            };
+            let y: Vec<usize> = (0..16).map(|i| i % 10).collect();
+            let mut opt = Sgd::new(0.01).unwrap().momentum(0.9).unwrap();
+            for _ in 0..3 {
+                train_step(&mut m, &mut opt, &x, &y);
+            }
+            to_safetensors(&mut m).unwrap()
+        })
+    };
+    let one = run(1);
+    assert!(one == run(2), "1 vs 2 threads differ");
+    assert!(one == run(8), "1 vs 8 threads differ");
+}
