@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::im2col::im2col_tile;
-use super::parallel::{SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
+use super::parallel::{MIN_BLOCK_ROWS, SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -38,11 +38,11 @@ pub(crate) struct Plan {
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let (groups, cig) = (geom.groups(), geom.cig());
     let khkw = geom.kh() * geom.kw();
-    let nblocks = if groups >= WEIGHT_GRAD_UNITS {
-        1
-    } else {
-        WEIGHT_GRAD_UNITS.div_ceil(groups).min(cig)
-    };
+    // Channel blocks need no reduction but shrink the GEMM's N to the block's
+    // rows; keep blocks at least MIN_BLOCK_ROWS rows and split the batch into
+    // chunks (one partial sum each) for the rest of the parallelism.
+    let max_blocks = (cig * khkw / MIN_BLOCK_ROWS).clamp(1, cig);
+    let nblocks = WEIGHT_GRAD_UNITS.div_ceil(groups).min(max_blocks);
     let cib = cig.div_ceil(nblocks);
     let nblocks = cig.div_ceil(cib);
     let units = groups * nblocks;
