@@ -8,9 +8,9 @@
 //!
 //! [`im2col_tile`] builds it (the forward and weight-gradient operand);
 //! [`col2im_tile`] is its transpose, scatter-adding a tile back into an image
-//! (the input gradient). Both walk the tile one output row segment at a time and
-//! compute the in-bounds `ox` range up front, so the inner loops are plain
-//! copies / adds without per-element bounds tests.
+//! (the input gradient). Both walk the tile one output-row segment at a time
+//! (`for_each_segment`) with the in-bounds rows and columns of each tap
+//! computed up front, so the inner loops are plain copies / adds.
 
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
@@ -30,54 +30,53 @@ fn valid_range(o0: usize, o1: usize, s: usize, off: isize, limit: usize) -> (usi
     (a, b)
 }
 
-/// One output-row segment of one column-tile row, as seen from the image.
-struct Segment {
-    /// Offset of the segment in the tile row.
-    q: usize,
-    /// Segment length (columns of the tile).
-    len: usize,
-    /// `Some((before, run, src))`: the first `before` columns and those after
-    /// `before + run` are padding; column `before + j` maps to image element
-    /// `src + j * sw` of the channel plane. `None`: the whole segment is padding.
-    run: Option<(usize, usize, usize)>,
-}
-
-/// Calls `f(r, ci, segment)` for every row `r = (ci * kh + ky) * kw + kx` of a
-/// tile over `nch` channels and pixels `p0..p1`, and every output-row segment.
+/// Walks a column tile of `nch` channels and pixels `p0..p1` one output-row
+/// segment at a time, for [`im2col_tile`] and [`col2im_tile`].
 ///
-/// The in-bounds `ox` range of a tap column `kx` is the same for every output
-/// row, so it is computed once per `kx`; rows are walked incrementally, with
-/// no division in the loop.
-#[inline]
-fn for_each_segment(geom: &Conv2dGeometry, nch: usize, p0: usize, p1: usize, mut f: impl FnMut(usize, usize, Segment)) {
+/// Per tap `(ky, kx)` the valid output rows `oy_lo..oy_hi` and columns
+/// `lo..hi` are computed once (they do not depend on the pixel), so the walk
+/// has no division and no per-element bounds test. Calls
+/// `f(ci, off, len, a, b, src)` for each segment: tile elements
+/// `off..off + len` (one output row, or part of one at the tile's ends), of
+/// which `off + a .. off + b` read channel-plane elements `src, src + sw, ...`
+/// and the rest is padding (`a == b` when all of it is).
+#[inline(always)]
+fn for_each_segment(
+    geom: &Conv2dGeometry,
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
     let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
     let (sh, sw) = geom.stride();
     let (dh, dw) = geom.dilation();
     let (pad_top, _, pad_left, _) = geom.padding();
+    let tl = p1 - p0;
     let (oy0, ox0) = (p0 / ow, p0 % ow);
+    let oy_end = (p1 - 1) / ow + 1;
     for ci in 0..nch {
         for ky in 0..kh {
             let yoff = (ky * dh) as isize - pad_top as isize;
+            let (oy_lo, oy_hi) = valid_range(oy0, oy_end, sh, yoff, h);
             for kx in 0..kw {
-                let r = (ci * kh + ky) * kw + kx;
                 let xoff = (kx * dw) as isize - pad_left as isize;
                 let (lo, hi) = valid_range(0, ow, sw, xoff, w);
-                let (mut p, mut oy, mut ox) = (p0, oy0, ox0);
-                while p < p1 {
-                    let len = (ow - ox).min(p1 - p);
-                    let iy = (oy * sh) as isize + yoff;
-                    let (a, b) = (lo.max(ox), hi.min(ox + len));
-                    let run = if iy < 0 || iy >= h as isize || a >= b {
-                        None
+                let base = ((ci * kh + ky) * kw + kx) * tl;
+                let mut q = 0;
+                for oy in oy0..oy_end {
+                    let c0 = if oy == oy0 { ox0 } else { 0 };
+                    let len = (ow - c0).min(tl - q);
+                    let (a, b) = (lo.max(c0), hi.min(c0 + len));
+                    if oy < oy_lo || oy >= oy_hi || a >= b {
+                        f(ci, base + q, len, 0, 0, 0);
                     } else {
-                        // a is in bounds, so a * sw + xoff is in 0..w.
-                        let src = (iy as usize) * w + ((a * sw) as isize + xoff) as usize;
-                        Some((a - ox, b - a, src))
-                    };
-                    f(r, ci, Segment { q: p - p0, len, run });
-                    p += len;
-                    oy += 1;
-                    ox = 0;
+                        // a..b is in bounds: a*sw + xoff >= 0 and (b-1)*sw + xoff < w.
+                        let iy = ((oy * sh) as isize + yoff) as usize;
+                        let src = ((iy * w) as isize + (a * sw) as isize + xoff) as usize;
+                        f(ci, base + q, len, a - c0, b - c0, src);
+                    }
+                    q += len;
                 }
             }
         }
@@ -116,100 +115,50 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
 pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
     let hw = geom.h() * geom.w();
     let sw = geom.stride().1;
-    let tl = p1 - p0;
     debug_assert_eq!(x.len(), nch * hw);
-    debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * tl);
-    if sw == 1 && p0.is_multiple_of(geom.ow()) {
-        for_each_unit_row(geom, nch, p0, p1, |ci, off, len, lo, b, src| {
+    debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
+    // Two monomorphic walks, so each closure stays small enough to inline.
+    if sw == 1 {
+        for_each_segment(geom, nch, p0, p1, |ci, off, len, a, b, src| {
             let dst = &mut col[off..off + len];
-            if lo > 0 {
-                dst[..lo].fill(T::ZERO);
-            }
-            copy_run(&mut dst[lo..b], &x[ci * hw + src..ci * hw + src + (b - lo)]);
-            if b < len {
-                dst[b..].fill(T::ZERO);
+            zero_outside(dst, a, b);
+            copy_run(&mut dst[a..b], &x[ci * hw + src..ci * hw + src + (b - a)]);
+        });
+    } else if sw == 2 {
+        for_each_segment(geom, nch, p0, p1, |ci, off, len, a, b, src| {
+            let dst = &mut col[off..off + len];
+            zero_outside(dst, a, b);
+            if b > a {
+                let from = &x[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
+                for (j, d) in dst[a..b].iter_mut().enumerate() {
+                    *d = from[2 * j];
+                }
             }
         });
-        return;
-    }
-    for_each_segment(geom, nch, p0, p1, |r, ci, seg| {
-        let dst = &mut col[r * tl + seg.q..r * tl + seg.q + seg.len];
-        let plane = &x[ci * hw..(ci + 1) * hw];
-        match seg.run {
-            None => dst.fill(T::ZERO),
-            Some((before, run, src)) => {
-                if before > 0 {
-                    dst[..before].fill(T::ZERO);
-                }
-                if before + run < dst.len() {
-                    dst[before + run..].fill(T::ZERO);
-                }
-                let dst = &mut dst[before..before + run];
-                if sw == 1 {
-                    copy_run(dst, &plane[src..src + run]);
-                } else {
-                    let from = plane[src..src + (run - 1) * sw + 1].iter().step_by(sw);
-                    for (d, &v) in dst.iter_mut().zip(from) {
-                        *d = v;
-                    }
+    } else {
+        for_each_segment(geom, nch, p0, p1, |ci, off, len, a, b, src| {
+            let dst = &mut col[off..off + len];
+            zero_outside(dst, a, b);
+            if b > a {
+                let from = x[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1]
+                    .iter()
+                    .step_by(sw);
+                for (d, &v) in dst[a..b].iter_mut().zip(from) {
+                    *d = v;
                 }
             }
-        }
-    });
+        });
+    }
 }
 
-/// The unit-stride walk behind [`im2col_tile`] and [`col2im_tile`], for
-/// horizontal stride 1 and tiles that start on an output row: the hot case
-/// (every 3x3 and 5x5 stride-1 layer), as plain loops over output rows. Per
-/// tap `(ky, kx)` the valid output rows `oy_lo..oy_hi` and columns `lo..hi` are
-/// computed once. Calls `f(ci, off, len, lo, b, src)` for each output row of
-/// each tile row: `off..off + len` are its tile elements, of which columns
-/// `lo..b` read channel-plane elements `src..src + b - lo` and the rest is
-/// padding (`lo == b` when the whole row is padding).
+/// Zeros `dst` outside `a..b` (all of it when `a == b`).
 #[inline(always)]
-fn for_each_unit_row(
-    geom: &Conv2dGeometry,
-    nch: usize,
-    p0: usize,
-    p1: usize,
-    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
-) {
-    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
-    let sh = geom.stride().0;
-    let (dh, dw) = geom.dilation();
-    let (pad_top, _, pad_left, _) = geom.padding();
-    let tl = p1 - p0;
-    let oy0 = p0 / ow;
-    let rows_in_tile = tl.div_ceil(ow);
-    for ci in 0..nch {
-        for ky in 0..kh {
-            let yoff = (ky * dh) as isize - pad_top as isize;
-            let (oy_lo, oy_hi) = valid_range(oy0, oy0 + rows_in_tile, sh, yoff, h);
-            for kx in 0..kw {
-                let xoff = (kx * dw) as isize - pad_left as isize;
-                let (lo, hi) = valid_range(0, ow, 1, xoff, w);
-                let base = ((ci * kh + ky) * kw + kx) * tl;
-                for j in 0..rows_in_tile {
-                    let oy = oy0 + j;
-                    let len = ow.min(tl - j * ow);
-                    let b = hi.min(len);
-                    if oy < oy_lo || oy >= oy_hi || lo >= b {
-                        f(ci, base + j * ow, len, 0, 0, 0);
-                    } else {
-                        // lo..b is in bounds: lo + xoff >= 0 and b + xoff <= w.
-                        let iy = ((oy * sh) as isize + yoff) as usize;
-                        f(
-                            ci,
-                            base + j * ow,
-                            len,
-                            lo,
-                            b,
-                            ((iy * w) as isize + lo as isize + xoff) as usize,
-                        );
-                    }
-                }
-            }
-        }
+fn zero_outside<T: Element>(dst: &mut [T], a: usize, b: usize) {
+    if a > 0 {
+        dst[..a].fill(T::ZERO);
+    }
+    if b < dst.len() {
+        dst[b.max(a)..].fill(T::ZERO);
     }
 }
 
@@ -226,34 +175,27 @@ pub(crate) fn col2im_tile<T: Element>(
 ) {
     let hw = geom.h() * geom.w();
     let sw = geom.stride().1;
-    let tl = p1 - p0;
     debug_assert_eq!(dx.len(), nch * hw);
-    debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * tl);
-    if sw == 1 && p0.is_multiple_of(geom.ow()) {
-        for_each_unit_row(geom, nch, p0, p1, |ci, off, _, lo, b, src| {
-            let to = &mut dx[ci * hw + src..ci * hw + src + (b - lo)];
-            for (d, &v) in to.iter_mut().zip(&col[off + lo..off + b]) {
+    debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
+    if sw == 1 {
+        for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
+            let to = &mut dx[ci * hw + src..ci * hw + src + (b - a)];
+            for (d, &v) in to.iter_mut().zip(&col[off + a..off + b]) {
                 *d += v;
             }
         });
-        return;
-    }
-    for_each_segment(geom, nch, p0, p1, |r, ci, seg| {
-        if let Some((before, run, src)) = seg.run {
-            let from = &col[r * tl + seg.q + before..r * tl + seg.q + before + run];
-            let plane = &mut dx[ci * hw..(ci + 1) * hw];
-            if sw == 1 {
-                for (d, &v) in plane[src..src + run].iter_mut().zip(from) {
-                    *d += v;
-                }
-            } else {
-                let to = plane[src..src + (run - 1) * sw + 1].iter_mut().step_by(sw);
-                for (d, &v) in to.zip(from) {
+    } else {
+        for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
+            if b > a {
+                let to = dx[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1]
+                    .iter_mut()
+                    .step_by(sw);
+                for (d, &v) in to.zip(&col[off + a..off + b]) {
                     *d += v;
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 #[cfg(test)]
