@@ -31,7 +31,11 @@ pub fn conv2d_into<T: Element>(
         check_len("bias", geom.bias_len(), b.len())?;
     }
     check_len("output", geom.output_len(), y.len())?;
-    kernels::forward::forward(geom, x, w, bias, y, ws);
+    if kernels::direct::eligible(geom) {
+        kernels::direct::forward(geom, x, w, bias, y);
+    } else {
+        kernels::forward::forward(geom, x, w, bias, y, ws);
+    }
     Ok(())
 }
 
@@ -48,7 +52,11 @@ pub fn conv2d_input_grad_into<T: Element>(
     check_len("output gradient", geom.output_len(), dy.len())?;
     check_len("weight", geom.weight_len(), w.len())?;
     check_len("input gradient", geom.input_len(), dx.len())?;
-    kernels::input_grad::input_grad(geom, dy, w, dx, ws);
+    if kernels::direct::eligible(geom) {
+        kernels::direct::input_grad(geom, dy, w, dx);
+    } else {
+        kernels::input_grad::input_grad(geom, dy, w, dx, ws);
+    }
     Ok(())
 }
 
@@ -66,7 +74,11 @@ pub fn conv2d_weight_grad_into<T: Element>(
     check_len("input", geom.input_len(), x.len())?;
     check_len("output gradient", geom.output_len(), dy.len())?;
     check_len("weight gradient", geom.weight_len(), dw.len())?;
-    kernels::weight_grad::weight_grad(geom, x, dy, dw, ws);
+    if kernels::direct::eligible(geom) {
+        kernels::direct::weight_grad(geom, x, dy, dw);
+    } else {
+        kernels::weight_grad::weight_grad(geom, x, dy, dw, ws);
+    }
     Ok(())
 }
 

@@ -1,0 +1,82 @@
+//! Run-time choice of the instruction set for ferroconv's own loops.
+//!
+//! The crate is compiled for baseline x86-64 (SSE2); hot loops are written
+//! once, generically, and compiled again inside `#[target_feature]` wrappers
+//! for AVX2 and AVX-512F. [`isa`] detects the best one once and caches it;
+//! `FERROCONV_ISA=avx512|avx2|generic` forces a path (at most the detected
+//! one), so tests can run every path on one machine. The wrappers use the same
+//! scalar operations in the same order (a multiply, then an add: no fused
+//! multiply-add), only wider, so every path gives bitwise the same results.
+//! (matrixmultiply picks its own kernels the same way.)
+
+use std::sync::OnceLock;
+
+/// An instruction-set level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Baseline x86-64 (SSE2) or another architecture.
+    Generic,
+    /// AVX2.
+    Avx2,
+    /// AVX-512F.
+    Avx512,
+}
+
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Generic
+}
+
+/// The instruction set in use: the best detected, or the one forced by
+/// `FERROCONV_ISA` when the CPU has it.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = detect();
+        let forced = match std::env::var("FERROCONV_ISA").as_deref() {
+            Ok("generic") => Some(Isa::Generic),
+            Ok("avx2") => Some(Isa::Avx2),
+            Ok("avx512") => Some(Isa::Avx512),
+            _ => None,
+        };
+        forced.map_or(best, |f| f.min(best))
+    })
+}
+
+/// Defines `$name`, which runs the `#[inline(always)]` generic function
+/// `$body` compiled for the instruction set of [`isa`].
+macro_rules! dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$t:ident>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        $vis fn $name<$t: $crate::element::Element>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512<$t: $crate::element::Element>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2<$t: $crate::element::Element>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match $crate::kernels::isa::isa() {
+                    // SAFETY: `isa()` returns a level only when the CPU has it.
+                    $crate::kernels::isa::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::kernels::isa::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::kernels::isa::Isa::Generic => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
