@@ -184,6 +184,15 @@ pub(crate) fn col2im_tile<T: Element>(
                 *d += v;
             }
         });
+    } else if sw == 2 {
+        for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
+            if b > a {
+                let to = &mut dx[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
+                for (j, &v) in col[off + a..off + b].iter().enumerate() {
+                    to[2 * j] += v;
+                }
+            }
+        });
     } else {
         for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
             if b > a {
