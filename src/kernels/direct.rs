@@ -92,6 +92,11 @@ fn axpy<T: Element>(y: &mut [T], x: &[T], a: T) {
 }
 
 /// One output plane: bias, then every tap's multiply-add over its valid rows.
+///
+/// The three loops here share their tap-and-row walk by shape, not through a
+/// closure: a closure does not inherit `#[target_feature]`, so a shared
+/// walker with the body in a closure compiled the body for baseline SSE2
+/// (callgrind: 112 M instructions against 46 M on depthwise_3x3 forward).
 #[inline(always)]
 fn forward_plane_impl<T: Element>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T]) {
     let (wd, ow) = (geom.w(), geom.ow());
