@@ -130,8 +130,8 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
             zero_outside(dst, a, b);
             if b > a {
                 let from = &x[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
-                for (j, d) in dst[a..b].iter_mut().enumerate() {
-                    *d = from[2 * j];
+                for (d, pair) in dst[a..b].iter_mut().zip(from.chunks(2)) {
+                    *d = pair[0];
                 }
             }
         });
@@ -140,11 +140,9 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
             let dst = &mut col[off..off + len];
             zero_outside(dst, a, b);
             if b > a {
-                let from = x[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1]
-                    .iter()
-                    .step_by(sw);
-                for (d, &v) in dst[a..b].iter_mut().zip(from) {
-                    *d = v;
+                let from = &x[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1];
+                for (d, chunk) in dst[a..b].iter_mut().zip(from.chunks(sw)) {
+                    *d = chunk[0];
                 }
             }
         });
@@ -188,19 +186,17 @@ pub(crate) fn col2im_tile<T: Element>(
         for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
             if b > a {
                 let to = &mut dx[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
-                for (j, &v) in col[off + a..off + b].iter().enumerate() {
-                    to[2 * j] += v;
+                for (pair, &v) in to.chunks_mut(2).zip(&col[off + a..off + b]) {
+                    pair[0] += v;
                 }
             }
         });
     } else {
         for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
             if b > a {
-                let to = dx[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1]
-                    .iter_mut()
-                    .step_by(sw);
-                for (d, &v) in to.zip(&col[off + a..off + b]) {
-                    *d += v;
+                let to = &mut dx[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1];
+                for (chunk, &v) in to.chunks_mut(sw).zip(&col[off + a..off + b]) {
+                    chunk[0] += v;
                 }
             }
         });
