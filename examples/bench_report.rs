@@ -1,6 +1,10 @@
 //! One readable table of ferroconv's speed on the public suite.
 //!
-//! `cargo run --release --example bench_report [-- --seconds S] [--only a,b] [--no-naive] [--csv FILE]`
+//! `cargo run --release --example bench_report [-- --seconds S] [--only a,b] [--threads 1,2] [--no-naive]
+//! [--csv FILE] [--torch TORCH_CSV] [--svg FILE]`
+//!
+//! `--torch` takes the CSV printed by `shared/compare/torch_suite.py` (run it right
+//! before or after) and adds a ferroconv / PyTorch table; `--svg` draws the bar chart.
 //!
 //! Per suite row and pass, at 1 thread and at all threads (each in its own
 //! rayon pool): the median time of the optimized pass, its GFLOP/s, its speedup
@@ -125,6 +129,8 @@ fn main() {
             .map(|t| t.parse().expect("--threads takes a list"))
             .collect()
     });
+    let torch = opt("--torch").map(|p| read_torch(&p));
+    let mut results: Vec<(String, &str, usize, f64)> = Vec::new();
     let mut csv =
         String::from("shape,pass,threads,median_ms,gflops,naive_ms,speedup_vs_naive,sgemm_gflops,ratio_to_sgemm\n");
 
@@ -259,6 +265,7 @@ fn main() {
                     gemm_gflops,
                     (gflop / secs[i]) / gemm_gflops
                 ));
+                results.push((row.name.clone(), pass, t, gflop / secs[i]));
             }
         }
     }
@@ -271,4 +278,158 @@ fn main() {
         std::fs::write(&path, csv).expect("write --csv file");
         println!("CSV written to {path}");
     }
+    if let Some(torch) = &torch {
+        side_by_side(&results, torch, &thread_counts);
+    }
+    if let Some(path) = opt("--svg") {
+        bar_chart(&path, &results, torch.as_deref(), &thread_counts).expect("write --svg file");
+        println!("bar chart written to {path}");
+    }
+}
+
+/// `(shape, pass, threads) -> GFLOP/s` from `shared/compare/torch_suite.py`'s CSV.
+type TorchRows = Vec<(String, String, usize, f64)>;
+
+fn read_torch(path: &str) -> TorchRows {
+    let text = std::fs::read_to_string(path).expect("read --torch file");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("shape"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(1)?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(4)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn torch_gflops(torch: &[(String, String, usize, f64)], shape: &str, pass: &str, t: usize) -> Option<f64> {
+    torch
+        .iter()
+        .find(|(s, p, th, _)| s == shape && p == pass && *th == t)
+        .map(|r| r.3)
+}
+
+/// The table of docs/benchmarks.md: ferroconv and PyTorch GFLOP/s and their ratio.
+fn side_by_side(results: &[(String, &str, usize, f64)], torch: &[(String, String, usize, f64)], threads: &[usize]) {
+    println!();
+    let head: Vec<String> = threads
+        .iter()
+        .map(|t| format!("ferroconv {t}T | PyTorch {t}T | ratio {t}T"))
+        .collect();
+    println!("| shape | pass | {} |", head.join(" | "));
+    println!("|{}", "---|".repeat(2 + 3 * threads.len()));
+    let (mut wins, mut cells) = (0, 0);
+    for (shape, pass, t, g) in results.iter().filter(|r| r.2 == threads[0]) {
+        let _ = t;
+        let mut cols = Vec::new();
+        for &th in threads {
+            let ours = results
+                .iter()
+                .find(|r| &r.0 == shape && r.1 == *pass && r.2 == th)
+                .map_or(*g, |r| r.3);
+            match torch_gflops(torch, shape, pass, th) {
+                Some(pt) => {
+                    cells += 1;
+                    wins += (ours >= pt) as usize;
+                    cols.push(format!("{ours:.1} | {pt:.1} | {:.2}", ours / pt));
+                }
+                None => cols.push(format!("{ours:.1} | - | -")),
+            }
+        }
+        println!("| {shape} | {pass} | {} |", cols.join(" | "));
+    }
+    println!("\nferroconv >= PyTorch in {wins} of {cells} cells.");
+}
+
+/// Grouped horizontal bars of GFLOP/s per suite row and pass, one bar per
+/// thread count (and PyTorch's, when given), as SVG.
+fn bar_chart(
+    path: &str,
+    results: &[(String, &str, usize, f64)],
+    torch: Option<&[(String, String, usize, f64)]>,
+    threads: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let cells: Vec<(&str, &str)> = results
+        .iter()
+        .filter(|r| r.2 == threads[0])
+        .map(|r| (r.0.as_str(), r.1))
+        .collect();
+    let mut series: Vec<(String, Vec<f64>)> = threads
+        .iter()
+        .map(|&t| {
+            let v = cells
+                .iter()
+                .map(|(s, p)| {
+                    results
+                        .iter()
+                        .find(|r| r.0 == *s && r.1 == *p && r.2 == t)
+                        .map_or(0.0, |r| r.3)
+                })
+                .collect();
+            (format!("ferroconv {t}T"), v)
+        })
+        .collect();
+    if let Some(torch) = torch {
+        for &t in threads {
+            let v = cells
+                .iter()
+                .map(|(s, p)| torch_gflops(torch, s, p, t).unwrap_or(0.0))
+                .collect();
+            series.push((format!("PyTorch {t}T"), v));
+        }
+    }
+    let vmax = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.1;
+    let height = (cells.len() * 12 * series.len() + 120) as u32;
+    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    // Cell 0 at the top: its bars sit in y = (n - 1) .. n.
+    let ncell = cells.len();
+    let labels: Vec<String> = cells.iter().map(|(s, p)| format!("{s} {p}")).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "GFLOP/s per suite row and pass (f32, higher is better)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(190)
+        .build_cartesian_2d(0f64..vmax, 0f64..ncell as f64)?;
+    chart
+        .configure_mesh()
+        .y_labels(ncell * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = y.floor() as usize;
+            if (y - y.floor() - 0.5).abs() < 1e-3 && i < ncell {
+                labels[ncell - 1 - i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("GFLOP/s")
+        .disable_y_mesh()
+        .draw()?;
+    let colors = [BLUE, CYAN, RED, MAGENTA, GREEN, BLACK];
+    let n = series.len() as f64;
+    for (k, (name, vals)) in series.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        chart
+            .draw_series(vals.iter().enumerate().map(|(i, &v)| {
+                let y1 = (ncell - i) as f64 - 0.1 - 0.8 * k as f64 / n;
+                Rectangle::new([(0.0, y1 - 0.8 / n), (v, y1)], color.filled())
+            }))?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }

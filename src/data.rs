@@ -111,7 +111,8 @@ impl Dataset {
             return Err(data_err(format!("{} is not an IDX label file", lp.display())));
         }
         let (n, rows, cols) = (be(&im, 4), be(&im, 8), be(&im, 12));
-        if im.len() != 16 + n * rows * cols || lb.len() != 8 + n || be(&lb, 4) != n {
+        let pixels = n.checked_mul(rows).and_then(|v| v.checked_mul(cols));
+        if pixels.map(|p| p.checked_add(16)) != Some(Some(im.len())) || lb.len() != 8 + n || be(&lb, 4) != n {
             return Err(data_err(format!(
                 "{} and {} do not match in size",
                 ip.display(),

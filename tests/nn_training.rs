@@ -451,3 +451,41 @@ fn training_is_bitwise_identical_across_thread_counts() {
     assert!(one == run(2), "1 vs 2 threads differ");
     assert!(one == run(8), "1 vs 8 threads differ");
 }
+
+#[test]
+fn idx_files_plain_and_gzipped() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("ferroconv-idx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (n, rows, cols) = (3usize, 2usize, 4usize);
+    let mut images = vec![0, 0, 8, 3];
+    for v in [n, rows, cols] {
+        images.extend_from_slice(&(v as u32).to_be_bytes());
+    }
+    images.extend((0..n * rows * cols).map(|i| (i * 10) as u8));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    labels.extend([7u8, 0, 9]);
+    // training files plain, test files gzipped
+    std::fs::write(dir.join("train-images-idx3-ubyte"), &images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), &labels).unwrap();
+    for (name, bytes) in [
+        ("t10k-images-idx3-ubyte.gz", &images),
+        ("t10k-labels-idx1-ubyte.gz", &labels),
+    ] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        std::fs::write(dir.join(name), e.finish().unwrap()).unwrap();
+    }
+    let (train, test) = Dataset::mnist_idx_dir(&dir).unwrap();
+    assert_eq!(train, test);
+    assert_eq!((train.len(), train.rows, train.cols), (3, 2, 4));
+    assert_eq!(train.labels, [7, 0, 9]);
+    assert_eq!(train.images[1], 10.0 / 255.0);
+    // a mismatched label count is an error, not a panic
+    let mut short = labels.clone();
+    short.pop();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), &short).unwrap();
+    assert!(matches!(Dataset::mnist_idx_dir(&dir), Err(ConvError::Data { .. })));
+    std::fs::remove_dir_all(&dir).ok();
+}
