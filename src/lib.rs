@@ -11,6 +11,9 @@
 //! - [`Conv2dSpec`] / [`Conv2dGeometry`]: a validated description of one
 //!   convolution (NCHW input, OIHW weights, stride, asymmetric padding,
 //!   dilation, groups); every invalid input is a [`ConvError`].
+//! - [`nn`]: layers, losses, initialization, optimizers, gradient clipping and
+//!   checking, divergence diagnostics and safetensors checkpoints for training.
+//! - [`data`]: MNIST loading for the examples.
 //!
 //! How do the kernel weights get updated? The weight gradient is the sum,
 //! over every output position, of the input patch the kernel saw there times
