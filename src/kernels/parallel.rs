@@ -29,9 +29,10 @@ use crate::geometry::Conv2dGeometry;
 /// scratch per thread.
 pub(crate) const COL_TILE_BYTES: usize = 512 * 1024;
 
-/// Width of the GEMM micro-kernel's column panel (matrixmultiply's AVX-512
-/// sgemm kernel is 16 x 16). Tiles are cut at multiples of it, so only the last
-/// tile of an image can end in a partial panel.
+/// Width of the GEMM micro-kernel's column panel: matrixmultiply's sgemm
+/// kernels are 16 x 16 (AVX-512) and 8 x 8 (AVX2 + FMA), so 16 suits both.
+/// Tiles are cut at multiples of it, so only the last tile of an image can end
+/// in a partial panel.
 pub(crate) const PANEL: usize = 16;
 
 /// Smallest pixel tile: below 64 columns the GEMM's fixed costs (packing `A`,
