@@ -186,7 +186,17 @@ pub(crate) fn col2im_tile<T: Element>(
         for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
             if b > a {
                 let to = &mut dx[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
-                for (pair, &v) in to.chunks_mut(2).zip(&col[off + a..off + b]) {
+                let from = &col[off + a..off + b];
+                // Blocks of 8 targets (16 plane elements) with no bounds test,
+                // then the tail.
+                let mut tc = to.chunks_exact_mut(16);
+                let mut fc = from.chunks_exact(8);
+                for (t, f) in (&mut tc).zip(&mut fc) {
+                    for l in 0..8 {
+                        t[2 * l] += f[l];
+                    }
+                }
+                for (pair, &v) in tc.into_remainder().chunks_mut(2).zip(fc.remainder()) {
                     pair[0] += v;
                 }
             }
