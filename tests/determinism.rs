@@ -92,3 +92,44 @@ fn bitwise_identical_across_thread_counts_f32() {
 fn bitwise_identical_across_thread_counts_f64() {
     check::<f64>();
 }
+
+/// Calls from inside the caller's own parallel loop (nested rayon use, one
+/// workspace per call) give the same bits as a plain call.
+#[test]
+fn nested_calls_from_a_parallel_loop() {
+    use rayon::prelude::*;
+    let g = Conv2dSpec::new(3, 16, 20, 20, 16, 3, 3)
+        .padding(Padding::same())
+        .build()
+        .unwrap();
+    let expect = run_all::<f32>(&g, 1, 77);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let all: Vec<Vec<Vec<u64>>> = pool.install(|| {
+        (0..6)
+            .into_par_iter()
+            .map(|_| {
+                let mut r = rng(77);
+                let x: Vec<f32> = random_vec(&mut r, g.input_len());
+                let w: Vec<f32> = random_vec(&mut r, g.weight_len());
+                let b: Vec<f32> = random_vec(&mut r, g.bias_len());
+                let dy: Vec<f32> = random_vec(&mut r, g.output_len());
+                let mut ws = Workspace::new();
+                let mut y = vec![f32::NAN; g.output_len()];
+                let mut dx = vec![f32::NAN; g.input_len()];
+                let mut dw = vec![f32::NAN; g.weight_len()];
+                let mut db = vec![f32::NAN; g.bias_len()];
+                conv2d_into(&g, &x, &w, Some(&b), &mut y, &mut ws).unwrap();
+                conv2d_input_grad_into(&g, &dy, &w, &mut dx, &mut ws).unwrap();
+                conv2d_weight_grad_into(&g, &x, &dy, &mut dw, &mut ws).unwrap();
+                conv2d_bias_grad_into(&g, &dy, &mut db).unwrap();
+                [&y, &dx, &dw, &db]
+                    .iter()
+                    .map(|v| v.iter().map(|e| e.to_f64().to_bits()).collect())
+                    .collect()
+            })
+            .collect()
+    });
+    for got in all {
+        assert!(got == expect, "a nested call differs");
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! One level of parallelism only: every pass splits its work into independent
 //! tasks (image x group x pixel tile, or image x group x channel block) and runs
-//! contiguous ranges of tasks on the current rayon pool, each range with its
-//! own scratch slice; matrixmultiply's own threading stays off. Callers pick
+//! them on the current rayon pool with work stealing, each task using its
+//! worker's scratch slice; matrixmultiply's own threading stays off. Callers pick
 //! the thread count by running a pass inside their own `ThreadPool::install`.
 //!
 //! Determinism: the way tasks are split never changes the arithmetic of any
@@ -117,14 +117,25 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
-/// Number of parts to split `ntasks` tasks into on the current pool.
+/// Scratch slots a call with `ntasks` tasks needs on the current pool: one
+/// per worker thread (each runs one task at a time), or 1 to run inline.
 pub(crate) fn parts_for(ntasks: usize) -> usize {
-    rayon::current_num_threads().min(ntasks).max(1)
+    if ntasks <= 1 {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    }
 }
 
-/// Runs tasks `0..ntasks`, split into `parts` contiguous ranges of nearly equal
-/// count, each range sequentially with its own `scratch_len` slice of
-/// `scratch` (which holds at least `parts * max(scratch_len, 1)` elements).
+/// Runs tasks `0..ntasks` on the current rayon pool with dynamic scheduling
+/// (work stealing), each with the `scratch_len` slice of `scratch` that
+/// belongs to the worker running it; `scratch` holds `parts * max(scratch_len,
+/// 1)` elements, `parts` from [`parts_for`]. With `parts == 1` the tasks run
+/// in order on the calling thread.
+///
+/// Work stealing matters on a shared machine: when one core is slowed by a
+/// neighbour, the other worker takes over its remaining tasks instead of
+/// waiting for a fixed half. Which worker runs a task changes no result bit.
 pub(crate) fn run_tasks<T: Element>(
     scratch: &mut [T],
     scratch_len: usize,
@@ -138,13 +149,21 @@ pub(crate) fn run_tasks<T: Element>(
         (0..ntasks).for_each(|t| f(t, s));
         return;
     }
-    scratch[..parts * chunk]
-        .par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(i, s)| {
-            let (t0, t1) = (i * ntasks / parts, (i + 1) * ntasks / parts);
-            (t0..t1).for_each(|t| f(t, s));
-        });
+    let slots = scratch.len() / chunk;
+    let base = SharedMut(scratch.as_mut_ptr());
+    (0..ntasks).into_par_iter().for_each(|t| {
+        let worker = rayon::current_thread_index().unwrap_or(0);
+        assert!(
+            worker < slots,
+            "scratch sized for {slots} workers, running on worker {worker}"
+        );
+        // SAFETY: slot `worker` lies inside `scratch` (checked above). A rayon
+        // worker runs one task at a time, and the tasks never call into rayon
+        // (matrixmultiply's threading is off), so no two running tasks share
+        // a slot: each slice is exclusively borrowed for the task's duration.
+        let s = unsafe { std::slice::from_raw_parts_mut(base.get().add(worker * chunk), chunk) };
+        f(t, s);
+    });
 }
 
 /// Channel blocks `0..nch` cut into `nblocks` nearly equal ranges.
