@@ -323,8 +323,7 @@ fn side_by_side(results: &[(String, &str, usize, f64)], torch: &[(String, String
     println!("| shape | pass | {} |", head.join(" | "));
     println!("|{}", "---|".repeat(2 + 3 * threads.len()));
     let (mut wins, mut cells) = (0, 0);
-    for (shape, pass, t, g) in results.iter().filter(|r| r.2 == threads[0]) {
-        let _ = t;
+    for (shape, pass, _, g) in results.iter().filter(|r| r.2 == threads[0]) {
         let mut cols = Vec::new();
         for &th in threads {
             let ours = results

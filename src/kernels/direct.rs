@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use super::im2col::valid_range;
 use super::isa;
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
@@ -33,18 +34,6 @@ use crate::geometry::Conv2dGeometry;
 /// 6 for these loops on lenet_c1 (1 thread).
 pub(crate) fn eligible(geom: &Conv2dGeometry) -> bool {
     geom.cig() == 1 && geom.groups() > 1
-}
-
-/// Valid output rows (or columns) `lo..hi` of one tap: `0 <= o*s + off < limit`.
-#[inline]
-fn valid(o_max: usize, s: usize, off: isize, limit: usize) -> (usize, usize) {
-    let s = s as isize;
-    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
-    let hi_num = limit as isize - off;
-    let hi = if hi_num <= 0 { 0 } else { (hi_num + s - 1) / s };
-    let lo = lo.clamp(0, o_max as isize) as usize;
-    let hi = hi.clamp(lo as isize, o_max as isize) as usize;
-    (lo, hi)
 }
 
 /// Per tap: `(ky, kx, row offset, column offset, oy range, ox range)`.
@@ -68,8 +57,8 @@ fn taps(geom: &Conv2dGeometry) -> impl Iterator<Item = Tap> + '_ {
             k,
             yoff,
             xoff,
-            rows: valid(geom.oh(), sh, yoff, geom.h()),
-            cols: valid(geom.ow(), sw, xoff, geom.w()),
+            rows: valid_range(0, geom.oh(), sh, yoff, geom.h()),
+            cols: valid_range(0, geom.ow(), sw, xoff, geom.w()),
         }
     })
 }

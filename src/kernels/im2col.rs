@@ -18,7 +18,7 @@ use crate::geometry::Conv2dGeometry;
 /// The `ox` in `o0..o1` with `0 <= ox * s + off < limit`, as a (possibly
 /// empty) range `a..b`.
 #[inline]
-fn valid_range(o0: usize, o1: usize, s: usize, off: isize, limit: usize) -> (usize, usize) {
+pub(crate) fn valid_range(o0: usize, o1: usize, s: usize, off: isize, limit: usize) -> (usize, usize) {
     let s = s as isize;
     // ox * s + off >= 0  <=>  ox >= ceil(-off / s)
     let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
