@@ -48,6 +48,12 @@ pub trait Element:
     fn is_finite(self) -> bool;
     /// True for NaN.
     fn is_nan(self) -> bool;
+    /// The slice as `f32`, when `Self` is `f32` (the kernels' f32-only paths).
+    #[doc(hidden)]
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// The slice as `f32`, when `Self` is `f32`.
+    #[doc(hidden)]
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 
     /// `C <- alpha * A * B + beta * C` for an `m x k` matrix `A`, a `k x n`
     /// matrix `B` and an `m x n` matrix `C`, each given by a pointer and its row
@@ -77,7 +83,7 @@ pub trait Element:
 }
 
 macro_rules! impl_element {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $gemm:path, $as_f32:expr, $as_f32_mut:expr) => {
         impl Element for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -98,6 +104,14 @@ macro_rules! impl_element {
             #[inline]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            #[inline]
+            fn as_f32(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            #[inline]
+            fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
             }
             #[inline]
             unsafe fn gemm(
@@ -124,5 +138,5 @@ macro_rules! impl_element {
     };
 }
 
-impl_element!(f32, matrixmultiply::sgemm);
-impl_element!(f64, matrixmultiply::dgemm);
+impl_element!(f32, matrixmultiply::sgemm, Some, Some);
+impl_element!(f64, matrixmultiply::dgemm, |_| None, |_| None);

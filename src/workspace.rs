@@ -15,6 +15,7 @@ use crate::kernels;
 pub struct Workspace<T> {
     pub(crate) scratch: Vec<T>,
     pub(crate) partials: Vec<T>,
+    pub(crate) packed: Vec<T>,
 }
 
 impl<T: Element> Workspace<T> {
@@ -23,6 +24,7 @@ impl<T: Element> Workspace<T> {
         Workspace {
             scratch: Vec::new(),
             partials: Vec::new(),
+            packed: Vec::new(),
         }
     }
 
@@ -37,14 +39,15 @@ impl<T: Element> Workspace<T> {
     /// Grows the workspace to what every pass of `geom` needs on the current
     /// rayon pool.
     pub fn reserve(&mut self, geom: &Conv2dGeometry) {
-        let (scratch, partials) = kernels::workspace_len::<T>(geom);
+        let (scratch, partials, packed) = kernels::workspace_len::<T>(geom);
         self.scratch_mut(scratch);
         self.partials_mut(partials);
+        self.packed_mut(packed);
     }
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        (self.scratch.len() + self.partials.len()) * std::mem::size_of::<T>()
+        (self.scratch.len() + self.partials.len() + self.packed.len()) * std::mem::size_of::<T>()
     }
 
     pub(crate) fn scratch_mut(&mut self, len: usize) -> &mut [T] {
@@ -52,6 +55,13 @@ impl<T: Element> Workspace<T> {
             self.scratch.resize(len, T::ZERO);
         }
         &mut self.scratch[..len]
+    }
+
+    pub(crate) fn packed_mut(&mut self, len: usize) -> &mut [T] {
+        if self.packed.len() < len {
+            self.packed.resize(len, T::ZERO);
+        }
+        &mut self.packed[..len]
     }
 
     pub(crate) fn partials_mut(&mut self, len: usize) -> &mut [T] {

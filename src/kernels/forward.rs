@@ -19,8 +19,9 @@
 //! only and the pixel tiles change no bit, so results do not depend on the
 //! thread count.
 
-use super::im2col::im2col_tile;
+use super::im2col::{im2col_panels, im2col_tile};
 use super::parallel::{Blocks, SharedMut, TASKS_PER_THREAD, Tiling, block_plan, parts_for, run_tasks};
+use super::sgemm::{self, MR, NR};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -32,6 +33,9 @@ pub(crate) struct Plan {
     ntasks: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
+    /// Elements of the weights packed for the f32 kernel (0 on the
+    /// matrixmultiply path).
+    pub(crate) packed_len: usize,
 }
 
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
@@ -41,7 +45,8 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     // The channel blocks change the summation order, so they come from the
     // geometry alone; the thread count may only cut the pixels into more
     // tiles, which changes no bit.
-    let (blocks, base) = block_plan::<T>(geom);
+    let packed = super::packed_path::<T>();
+    let (blocks, base) = block_plan::<T>(geom, packed);
     let blocks = if geom.is_pointwise() {
         Blocks::new(cig, 1)
     } else {
@@ -54,10 +59,23 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     };
     let ntasks = outer * tiles.ntiles;
     let parts = parts_for(ntasks);
-    let scratch_len = if geom.is_pointwise() {
-        0
+    let (scratch_len, packed_len) = if packed {
+        // B panels of the widest block and tile, plus room to align them,
+        // plus one channel's row-major tile for `im2col_panels`.
+        let rows = if geom.is_pointwise() {
+            cig
+        } else {
+            blocks.max_len() * khkw
+        };
+        let tmp = if geom.is_pointwise() { 0 } else { khkw * tiles.max_len() };
+        (
+            sgemm::packed_b_len(rows, tiles.max_len()) + NR + tmp,
+            geom.groups() * sgemm::packed_a_len(geom.cog(), geom.k_len()) + NR,
+        )
+    } else if geom.is_pointwise() {
+        (0, 0)
     } else {
-        blocks.max_len() * khkw * tiles.max_len()
+        (blocks.max_len() * khkw * tiles.max_len(), 0)
     };
     Plan {
         tiles,
@@ -65,6 +83,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         ntasks,
         parts,
         scratch_len,
+        packed_len,
     }
 }
 
@@ -78,6 +97,28 @@ pub(crate) fn forward<T: Element>(
     ws: &mut Workspace<T>,
 ) {
     let p = plan::<T>(geom);
+    if p.packed_len > 0 {
+        ws.packed_mut(p.packed_len);
+        ws.scratch_mut(p.parts * p.scratch_len);
+        let f32s = (
+            T::as_f32(x),
+            T::as_f32(w),
+            bias.map(T::as_f32),
+            T::as_f32_mut(y),
+            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
+            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
+        );
+        match f32s {
+            (Some(x), Some(w), None, Some(y), Some(packed), Some(scratch)) => {
+                forward_packed(geom, &p, x, w, None, y, packed, scratch)
+            }
+            (Some(x), Some(w), Some(Some(b)), Some(y), Some(packed), Some(scratch)) => {
+                forward_packed(geom, &p, x, w, Some(b), y, packed, scratch)
+            }
+            _ => unreachable!("the packed plan is made for f32 only"),
+        }
+        return;
+    }
     let (c_in, c_out, groups, cig, cog, k) = (
         geom.c_in(),
         geom.c_out(),
@@ -147,6 +188,100 @@ pub(crate) fn forward<T: Element>(
                 );
             }
             beta = T::ONE;
+        }
+    });
+}
+
+/// The f32 forward on ferroconv's own GEMM ([`sgemm`]): the weights are
+/// packed once per call, and each channel block's column tile is written by
+/// [`im2col_panels`] straight in the GEMM's packed-`B` layout (pointwise
+/// convolutions pack the input rows instead). Same tasks and blocks as the
+/// matrixmultiply path.
+#[allow(clippy::too_many_arguments)]
+fn forward_packed(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    packed: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (c_in, c_out, groups, cig, cog, k) = (
+        geom.c_in(),
+        geom.c_out(),
+        geom.groups(),
+        geom.cig(),
+        geom.cog(),
+        geom.k_len(),
+    );
+    let hw = geom.h() * geom.w();
+    let khkw = geom.kh() * geom.kw();
+    let ohw = geom.oh() * geom.ow();
+    let pointwise = geom.is_pointwise();
+    // W_g (cog x K, row stride K) packed in MR-row panels, one region per group.
+    let a_len = sgemm::packed_a_len(cog, k);
+    let off = sgemm::align_offset(packed);
+    let packed = &mut packed[off..off + groups * a_len];
+    for (g, dst) in packed.chunks_exact_mut(a_len).enumerate() {
+        sgemm::pack_a(&w[g * cog * k..(g + 1) * cog * k], cog, k, k, 1, dst);
+    }
+    let packed = &*packed;
+    let out = SharedMut(y.as_mut_ptr());
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
+        let t = task % p.tiles.ntiles;
+        let g = (task / p.tiles.ntiles) % groups;
+        let n = task / (p.tiles.ntiles * groups);
+        let (p0, p1) = p.tiles.range(t);
+        let tl = p1 - p0;
+        let al = sgemm::align_offset(slot);
+        let slot = &mut slot[al..];
+        let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
+        let ag = &packed[g * a_len..(g + 1) * a_len];
+        let c_off = (n * c_out + g * cog) * ohw + p0;
+        // SAFETY: this task alone owns rows g*cog..(g+1)*cog, columns p0..p1 of
+        // image n of the output (tasks are distinct (n, g, tile) triples), and
+        // every addressed element lies inside `y`: row co of the block starts
+        // at c_off + co*ohw and spans tl <= ohw - p0 elements.
+        let c = unsafe { out.get().add(c_off) };
+        let mut accumulate = false;
+        if let Some(b) = bias {
+            for co in 0..cog {
+                // SAFETY: row co of this task's output block, as argued above.
+                unsafe { std::slice::from_raw_parts_mut(c.add(co * ohw), tl) }.fill(b[g * cog + co]);
+            }
+            accumulate = true;
+        }
+        for blk in 0..p.blocks.nblocks {
+            let (c0, c1) = p.blocks.range(blk);
+            let rows = if pointwise { c1 - c0 } else { (c1 - c0) * khkw };
+            let (bp, tmp) = slot.split_at_mut(sgemm::packed_b_len(rows, tl));
+            if pointwise {
+                sgemm::pack_b(&xg[c0 * hw + p0..], rows, tl, hw, bp);
+            } else {
+                im2col_panels(geom, &xg[c0 * hw..c1 * hw], c1 - c0, p0, p1, tmp, bp);
+            }
+            let k0 = if pointwise { c0 } else { c0 * khkw };
+            // SAFETY: the packed kernel is available (the plan chose it); A is
+            // W_g's panels from column k0 (panel stride MR*K, each holding
+            // steps k0..k0+rows); B holds ceil(tl/NR) panels of `rows` steps;
+            // C is this task's cog x tl block of `y` (above), aliasing neither.
+            unsafe {
+                sgemm::gemm(
+                    cog,
+                    tl,
+                    rows,
+                    ag[k0 * MR..].as_ptr(),
+                    MR * k,
+                    bp.as_ptr(),
+                    NR * rows,
+                    c,
+                    ohw,
+                    accumulate,
+                );
+            }
+            accumulate = true;
         }
     });
 }

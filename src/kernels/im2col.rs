@@ -12,6 +12,7 @@
 //! (`for_each_segment`) with the in-bounds rows and columns of each tap
 //! computed up front, so the inner loops are plain copies / adds.
 
+use super::sgemm::{NR, repack_rows};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 
@@ -36,9 +37,9 @@ pub(crate) fn valid_range(o0: usize, o1: usize, s: usize, off: isize, limit: usi
 /// Per tap `(ky, kx)` the valid output rows `oy_lo..oy_hi` and columns
 /// `lo..hi` are computed once (they do not depend on the pixel), so the walk
 /// has no division and no per-element bounds test. Calls
-/// `f(ci, off, len, a, b, src)` for each segment: tile elements
-/// `off..off + len` (one output row, or part of one at the tile's ends), of
-/// which `off + a .. off + b` read channel-plane elements `src, src + sw, ...`
+/// `f(ci, r, q, len, a, b, src)` for each segment: tile row `r`, columns
+/// `q..q + len` (one output row, or part of one at the tile's ends), of
+/// which `q + a .. q + b` read channel-plane elements `src, src + sw, ...`
 /// and the rest is padding (`a == b` when all of it is).
 #[inline(always)]
 fn for_each_segment(
@@ -46,7 +47,7 @@ fn for_each_segment(
     nch: usize,
     p0: usize,
     p1: usize,
-    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usize),
 ) {
     let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
     let (sh, sw) = geom.stride();
@@ -62,19 +63,19 @@ fn for_each_segment(
             for kx in 0..kw {
                 let xoff = (kx * dw) as isize - pad_left as isize;
                 let (lo, hi) = valid_range(0, ow, sw, xoff, w);
-                let base = ((ci * kh + ky) * kw + kx) * tl;
+                let r = (ci * kh + ky) * kw + kx;
                 let mut q = 0;
                 for oy in oy0..oy_end {
                     let c0 = if oy == oy0 { ox0 } else { 0 };
                     let len = (ow - c0).min(tl - q);
                     let (a, b) = (lo.max(c0), hi.min(c0 + len));
                     if oy < oy_lo || oy >= oy_hi || a >= b {
-                        f(ci, base + q, len, 0, 0, 0);
+                        f(ci, r, q, len, 0, 0, 0);
                     } else {
                         // a..b is in bounds: a*sw + xoff >= 0 and (b-1)*sw + xoff < w.
                         let iy = ((oy * sh) as isize + yoff) as usize;
                         let src = ((iy * w) as isize + (a * sw) as isize + xoff) as usize;
-                        f(ci, base + q, len, a - c0, b - c0, src);
+                        f(ci, r, q, len, a - c0, b - c0, src);
                     }
                     q += len;
                 }
@@ -115,17 +116,20 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
 pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
     let hw = geom.h() * geom.w();
     let sw = geom.stride().1;
+    let tl = p1 - p0;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
     // Two monomorphic walks, so each closure stays small enough to inline.
     if sw == 1 {
-        for_each_segment(geom, nch, p0, p1, |ci, off, len, a, b, src| {
+        for_each_segment(geom, nch, p0, p1, |ci, r, q, len, a, b, src| {
+            let off = r * tl + q;
             let dst = &mut col[off..off + len];
             zero_outside(dst, a, b);
             copy_run(&mut dst[a..b], &x[ci * hw + src..ci * hw + src + (b - a)]);
         });
     } else if sw == 2 {
-        for_each_segment(geom, nch, p0, p1, |ci, off, len, a, b, src| {
+        for_each_segment(geom, nch, p0, p1, |ci, r, q, len, a, b, src| {
+            let off = r * tl + q;
             let dst = &mut col[off..off + len];
             zero_outside(dst, a, b);
             if b > a {
@@ -136,7 +140,8 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
             }
         });
     } else {
-        for_each_segment(geom, nch, p0, p1, |ci, off, len, a, b, src| {
+        for_each_segment(geom, nch, p0, p1, |ci, r, q, len, a, b, src| {
+            let off = r * tl + q;
             let dst = &mut col[off..off + len];
             zero_outside(dst, a, b);
             if b > a {
@@ -146,6 +151,36 @@ pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize
                 }
             }
         });
+    }
+}
+
+/// Builds the same column tile as [`im2col_tile`] (f32) in the packed-`B`
+/// layout of the [f32 GEMM](super::sgemm): panels of `NR` pixels, element
+/// `col[r][q]` at `dst[q / NR * rows * NR + r * NR + q % NR]` with
+/// `rows = nch * kh * kw`. One input channel at a time goes through `tmp`
+/// (`kh * kw * (p1 - p0)` elements, small enough for L1) as a row-major tile
+/// and is then copied into the panels 16 elements at a time; cutting every
+/// output-row segment at the panel boundaries directly measured 4x slower
+/// (short copies with their bounds logic). Columns of the last panel past
+/// `p1 - p0` are left as they were (the GEMM never stores what they produce).
+pub(crate) fn im2col_panels(
+    geom: &Conv2dGeometry,
+    x: &[f32],
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    tmp: &mut [f32],
+    dst: &mut [f32],
+) {
+    let hw = geom.h() * geom.w();
+    let (khkw, tl) = (geom.kh() * geom.kw(), p1 - p0);
+    let pstride = nch * khkw * NR;
+    debug_assert_eq!(x.len(), nch * hw);
+    debug_assert!(dst.len() >= tl.div_ceil(NR) * pstride);
+    let tmp = &mut tmp[..khkw * tl];
+    for ci in 0..nch {
+        im2col_tile(geom, &x[ci * hw..(ci + 1) * hw], 1, p0, p1, tmp);
+        repack_rows(tmp, khkw, tl, ci * khkw, pstride, dst);
     }
 }
 
@@ -173,17 +208,20 @@ pub(crate) fn col2im_tile<T: Element>(
 ) {
     let hw = geom.h() * geom.w();
     let sw = geom.stride().1;
+    let tl = p1 - p0;
     debug_assert_eq!(dx.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
     if sw == 1 {
-        for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
+        for_each_segment(geom, nch, p0, p1, |ci, r, q, _, a, b, src| {
+            let off = r * tl + q;
             let to = &mut dx[ci * hw + src..ci * hw + src + (b - a)];
             for (d, &v) in to.iter_mut().zip(&col[off + a..off + b]) {
                 *d += v;
             }
         });
     } else if sw == 2 {
-        for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
+        for_each_segment(geom, nch, p0, p1, |ci, r, q, _, a, b, src| {
+            let off = r * tl + q;
             if b > a {
                 let to = &mut dx[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
                 let from = &col[off + a..off + b];
@@ -202,7 +240,8 @@ pub(crate) fn col2im_tile<T: Element>(
             }
         });
     } else {
-        for_each_segment(geom, nch, p0, p1, |ci, off, _, a, b, src| {
+        for_each_segment(geom, nch, p0, p1, |ci, r, q, _, a, b, src| {
+            let off = r * tl + q;
             if b > a {
                 let to = &mut dx[ci * hw + src..ci * hw + src + (b - a - 1) * sw + 1];
                 for (chunk, &v) in to.chunks_mut(sw).zip(&col[off + a..off + b]) {

@@ -34,7 +34,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     // The pixel tiles fix the order of the scatter-adds, so they come from
     // the geometry alone; the channel blocks change no bit (each block owns
     // its dX planes), so they may be split further to feed the threads.
-    let (blocks, tiles) = block_plan::<T>(geom);
+    let (blocks, tiles) = block_plan::<T>(geom, false);
     let blocks = Blocks::new(cig, blocks.nblocks.max(want.div_ceil(outer)));
     let ntasks = outer * blocks.nblocks;
     let parts = parts_for(ntasks);

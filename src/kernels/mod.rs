@@ -7,14 +7,23 @@ pub(crate) mod im2col;
 pub(crate) mod input_grad;
 pub(crate) mod isa;
 pub(crate) mod parallel;
+pub(crate) mod sgemm;
 pub(crate) mod weight_grad;
 
 use crate::geometry::Conv2dGeometry;
 
-/// `(scratch, partials)` elements every pass of `geom` needs on the current pool.
-pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize) {
+/// Whether the f32 passes run on ferroconv's own packed GEMM ([`sgemm`]) for
+/// element type `T`: f32 on a CPU with AVX2 and FMA, unless
+/// `FERROCONV_ISA=generic` forces the matrixmultiply path.
+pub(crate) fn packed_path<T>() -> bool {
+    std::mem::size_of::<T>() == 4 && sgemm::available()
+}
+
+/// `(scratch, partials, packed)` elements every pass of `geom` needs on the
+/// current pool.
+pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize) {
     if direct::eligible(geom) {
-        return (0, 0);
+        return (0, 0, 0);
     }
     let f = forward::plan::<T>(geom);
     let i = input_grad::plan::<T>(geom);
@@ -27,5 +36,5 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize) {
     .into_iter()
     .max()
     .unwrap_or(0);
-    (scratch, w.partials_len)
+    (scratch, w.partials_len, f.packed_len)
 }

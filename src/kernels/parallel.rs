@@ -29,6 +29,11 @@ use crate::geometry::Conv2dGeometry;
 /// scratch per thread.
 pub(crate) const COL_TILE_BYTES: usize = 512 * 1024;
 
+/// Bytes of one column tile on the f32 packed-GEMM path: half the L2, so that
+/// the packed weights (the `A` panels every `B` panel of the tile streams
+/// past, 144 KiB for a 64 x 576 layer) stay in L2 beside the tile.
+pub(crate) const PACKED_TILE_BYTES: usize = 256 * 1024;
+
 /// Width of the GEMM micro-kernel's column panel: matrixmultiply's sgemm
 /// kernels are 16 x 16 (AVX-512) and 8 x 8 (AVX2 + FMA), so 16 suits both.
 /// Tiles are cut at multiples of it, so only the last tile of an image can end
@@ -79,8 +84,13 @@ impl Tiling {
     /// Tiles whose column tiles of `rows` rows of `T` fit in [`COL_TILE_BYTES`]
     /// (but are at least [`MIN_TILE_PIXELS`] wide), and at least `min_tiles`.
     pub(crate) fn for_rows<T>(geom: &Conv2dGeometry, rows: usize, min_tiles: usize) -> Self {
+        Self::for_rows_in::<T>(geom, rows, min_tiles, COL_TILE_BYTES)
+    }
+
+    /// As [`Tiling::for_rows`], for column tiles of at most `bytes`.
+    pub(crate) fn for_rows_in<T>(geom: &Conv2dGeometry, rows: usize, min_tiles: usize, bytes: usize) -> Self {
         let ohw = geom.oh() * geom.ow();
-        let fit = COL_TILE_BYTES / (rows.max(1) * std::mem::size_of::<T>());
+        let fit = bytes / (rows.max(1) * std::mem::size_of::<T>());
         let pixels = fit.max(MIN_TILE_PIXELS);
         Tiling::new(ohw, ohw.div_ceil(pixels).max(min_tiles))
     }
@@ -204,11 +214,14 @@ impl Blocks {
 /// blocks of at least [`MIN_BLOCK_ROWS`] rows where the group has that many,
 /// pixel tiles as wide as fit in [`COL_TILE_BYTES`] with such a block (often
 /// the whole image), then as many channels per block as fit with that tile.
-pub(crate) fn block_plan<T>(geom: &Conv2dGeometry) -> (Blocks, Tiling) {
+/// Tiles are [`PACKED_TILE_BYTES`] on the packed f32 path, else
+/// [`COL_TILE_BYTES`].
+pub(crate) fn block_plan<T>(geom: &Conv2dGeometry, packed: bool) -> (Blocks, Tiling) {
     let (cig, khkw) = (geom.cig(), geom.kh() * geom.kw());
+    let bytes = if packed { PACKED_TILE_BYTES } else { COL_TILE_BYTES };
     let min_ch = MIN_BLOCK_ROWS.div_ceil(khkw).min(cig);
-    let tiles = Tiling::for_rows::<T>(geom, min_ch * khkw, 1);
-    let per_block = COL_TILE_BYTES / (khkw * tiles.max_len() * std::mem::size_of::<T>());
+    let tiles = Tiling::for_rows_in::<T>(geom, min_ch * khkw, 1, bytes);
+    let per_block = bytes / (khkw * tiles.max_len() * std::mem::size_of::<T>());
     (Blocks::at_most(cig, per_block), tiles)
 }
 

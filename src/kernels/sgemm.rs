@@ -1,0 +1,393 @@
+//! ferroconv's own f32 GEMM on packed operands: an AVX2 + FMA micro-kernel.
+//!
+//! `C[m x n] = A[m x k] * B[k x n]` (or `C += A * B`), with
+//! - `A` packed in panels of [`MR`] rows: element `A[i*MR + r][p]` lies at
+//!   `a[i * a_stride + p * MR + r]` (rows past `m` are zero, see [`pack_a`]);
+//! - `B` packed in panels of [`NR`] columns: `B[p][j*NR + c]` lies at
+//!   `b[j * b_stride + p * NR + c]` (the convolution passes write these
+//!   panels straight from the image, [`super::im2col::im2col_panels`], or from
+//!   `dY`, [`pack_b`]); columns past `n` may hold anything, they only reach
+//!   columns of `C` that are never stored;
+//! - `C` row-major with row stride `rsc`.
+//!
+//! The micro-kernel keeps a 6 x 16 block of `C` in twelve 8-lane registers;
+//! each step of the reduction loads 16 elements of `B` and broadcasts 6 of
+//! `A` into 12 fused multiply-adds (the shape BLIS uses on AVX2 machines). The
+//! loop nest keeps one `B` micro-panel of at most [`KC`] steps (16 KiB) in L1
+//! while every `A` panel streams past it from L2.
+//!
+//! Summation order: each element of `C` is `C0 + a0*b0 + a1*b1 + ...`, one
+//! fused multiply-add after another, in chunks of the reduction cut from `k`
+//! alone (`C0` is zero, or the old `C` when accumulating). Where an element
+//! lies in `C`, and how the caller splits `m` and `n`, changes no bit.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Rows of the micro-kernel's block of `C` (and of an `A` panel).
+pub(crate) const MR: usize = 6;
+/// Columns of the micro-kernel's block of `C` (and of a `B` panel).
+pub(crate) const NR: usize = 16;
+/// Longest reduction chunk: a `B` micro-panel of `KC * NR` f32 is 16 KiB, half
+/// the 32 KiB L1 data cache, so it stays there while the `A` panels pass.
+/// Longer reductions are cut into `ceil(k / KC)` nearly equal chunks.
+pub(crate) const KC: usize = 256;
+
+/// Whether the packed kernel runs on this machine: AVX2 and FMA detected and
+/// not disabled by `FERROCONV_ISA=generic` (then matrixmultiply runs).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::isa::{Isa, isa};
+        use std::sync::OnceLock;
+        static FMA: OnceLock<bool> = OnceLock::new();
+        isa() >= Isa::Avx2 && *FMA.get_or_init(|| std::arch::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Elements of `A` packed for `m` rows and reduction length `k`.
+pub(crate) fn packed_a_len(m: usize, k: usize) -> usize {
+    m.div_ceil(MR) * MR * k
+}
+
+/// Elements of `B` packed for reduction length `k` and `n` columns.
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * NR * k
+}
+
+/// Packs the `m x k` matrix with element `(i, p)` at `src[i * rs + p * cs]`
+/// into `MR`-row panels (`dst[i/MR * MR*k + p*MR + i%MR]`, panel stride
+/// `MR * k`), zero-filling the rows past `m` of the last panel.
+pub(crate) fn pack_a(src: &[f32], m: usize, k: usize, rs: usize, cs: usize, dst: &mut [f32]) {
+    debug_assert!(dst.len() >= packed_a_len(m, k));
+    if k == 0 {
+        return;
+    }
+    for (ip, panel) in dst[..packed_a_len(m, k)].chunks_exact_mut(MR * k).enumerate() {
+        let rows = MR.min(m - ip * MR);
+        if cs == 1 {
+            // Rows contiguous: read each row once, write it strided.
+            for r in 0..MR {
+                if r < rows {
+                    let row = &src[(ip * MR + r) * rs..(ip * MR + r) * rs + k];
+                    for (p, &v) in row.iter().enumerate() {
+                        panel[p * MR + r] = v;
+                    }
+                } else {
+                    for p in 0..k {
+                        panel[p * MR + r] = 0.0;
+                    }
+                }
+            }
+        } else {
+            for (p, out) in panel.chunks_exact_mut(MR).enumerate() {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = if r < rows {
+                        src[(ip * MR + r) * rs + p * cs]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Packs the `k x n` matrix with row `p` at `src[p * rs ..][..n]` into
+/// `NR`-column panels (`dst[j/NR * NR*k + p*NR + j%NR]`, panel stride
+/// `NR * k`), zero-filling the columns past `n` of the last panel.
+pub(crate) fn pack_b(src: &[f32], k: usize, n: usize, rs: usize, dst: &mut [f32]) {
+    debug_assert!(dst.len() >= packed_b_len(k, n));
+    let (full, rest) = (n / NR, n % NR);
+    let pstride = NR * k;
+    // Row by row, so the source is read as `k` sequential streams one after
+    // another (a panel-major walk would touch `k` rows at once and defeat the
+    // hardware prefetcher: 2x slower on the 1x1 layer).
+    for p in 0..k {
+        let row = &src[p * rs..p * rs + n];
+        for jp in 0..full {
+            let d: &mut [f32; NR] = (&mut dst[jp * pstride + p * NR..jp * pstride + (p + 1) * NR])
+                .try_into()
+                .unwrap();
+            let s: &[f32; NR] = row[jp * NR..(jp + 1) * NR].try_into().unwrap();
+            *d = *s;
+        }
+        if rest > 0 {
+            let d = &mut dst[full * pstride + p * NR..full * pstride + (p + 1) * NR];
+            d[..rest].copy_from_slice(&row[full * NR..]);
+            d[rest..].fill(0.0);
+        }
+    }
+}
+
+/// Repacks the row-major `rows x tl` tile `src` (row stride `tl`) into `NR`-column
+/// panels of `rows` steps starting at step `r0` (`dst[j/NR * pstride + (r0 + r)*NR + j%NR]`),
+/// leaving the columns past `tl` of the last panel as they were.
+pub(crate) fn repack_rows(src: &[f32], rows: usize, tl: usize, r0: usize, pstride: usize, dst: &mut [f32]) {
+    let (full, rest) = (tl / NR, tl % NR);
+    for r in 0..rows {
+        let row = &src[r * tl..(r + 1) * tl];
+        let o = (r0 + r) * NR;
+        for jp in 0..full {
+            let d: &mut [f32; NR] = (&mut dst[jp * pstride + o..jp * pstride + o + NR]).try_into().unwrap();
+            let s: &[f32; NR] = row[jp * NR..(jp + 1) * NR].try_into().unwrap();
+            *d = *s;
+        }
+        if rest > 0 {
+            dst[full * pstride + o..full * pstride + o + rest].copy_from_slice(&row[full * NR..]);
+        }
+    }
+}
+
+/// `C = A * B`, or `C += A * B` when `accumulate`, on packed operands (module
+/// documentation). Runs only where [`available`] is true.
+///
+/// # Safety
+/// [`available`] must be true; `a` must address `ceil(m / MR)` panels of
+/// `a_stride` elements each holding at least `MR * k`, `b` likewise
+/// `ceil(n / NR)` panels of `b_stride >= NR * k`; every element `C[i][j]`,
+/// `i < m`, `j < n`, at `c + i * rsc + j` must be writable (and readable when
+/// accumulating) and alias neither operand.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    rsc: usize,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        debug_assert!(available());
+        // SAFETY: the caller guarantees AVX2 + FMA (`available`) and the
+        // operand extents this function documents.
+        unsafe { gemm_avx2(m, n, k, a, a_stride, b, b_stride, c, rsc, accumulate) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n, k, a, a_stride, b, b_stride, c, rsc, accumulate);
+        unreachable!("the packed f32 GEMM runs only where `available()` is true");
+    }
+}
+
+/// The loop nest: `B` panels outermost (one micro-panel of at most `KC` steps
+/// stays in L1), then the reduction chunks, then the `A` panels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx2(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    rsc: usize,
+    accumulate: bool,
+) {
+    let nk = k.div_ceil(KC).max(1);
+    for jp in 0..n.div_ceil(NR) {
+        let nr = NR.min(n - jp * NR);
+        for kc in 0..nk {
+            let (k0, k1) = (kc * k / nk, (kc + 1) * k / nk);
+            for ip in 0..m.div_ceil(MR) {
+                let mr = MR.min(m - ip * MR);
+                // SAFETY: panel ip of A and panel jp of B exist and hold steps
+                // k0..k1; the C block (ip*MR.., jp*NR..) of mr x nr lies in C
+                // (all by the caller's contract).
+                unsafe {
+                    kernel_6x16(
+                        k1 - k0,
+                        a.add(ip * a_stride + k0 * MR),
+                        b.add(jp * b_stride + k0 * NR),
+                        c.add(ip * MR * rsc + jp * NR),
+                        rsc,
+                        mr,
+                        nr,
+                        accumulate || kc > 0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One `mr x nr` (at most 6 x 16) block of `C`: `k` steps of 12 FMAs.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6x16(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    let full = mr == MR && nr == NR;
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // Edge blocks go through this buffer so that loads and stores stay in C.
+    let mut edge = [[0.0f32; NR]; MR];
+    if accumulate {
+        if full {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: a full block: row r, columns 0..16 lie in C.
+                unsafe {
+                    row[0] = _mm256_loadu_ps(c.add(r * rsc));
+                    row[1] = _mm256_loadu_ps(c.add(r * rsc + 8));
+                }
+            }
+        } else {
+            for (r, row) in acc.iter_mut().enumerate().take(mr) {
+                for (j, e) in edge[r].iter_mut().enumerate().take(nr) {
+                    // SAFETY: r < mr, j < nr: inside C.
+                    *e = unsafe { *c.add(r * rsc + j) };
+                }
+                // SAFETY: `edge[r]` holds 16 f32.
+                unsafe {
+                    row[0] = _mm256_loadu_ps(edge[r].as_ptr());
+                    row[1] = _mm256_loadu_ps(edge[r].as_ptr().add(8));
+                }
+            }
+        }
+    }
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..k {
+        // SAFETY: step p of the panels: MR elements of A, NR of B.
+        unsafe {
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(r));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+    }
+    if full {
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: a full block, as above.
+            unsafe {
+                _mm256_storeu_ps(c.add(r * rsc), row[0]);
+                _mm256_storeu_ps(c.add(r * rsc + 8), row[1]);
+            }
+        }
+    } else {
+        for (r, row) in acc.iter().enumerate().take(mr) {
+            // SAFETY: `edge[r]` holds 16 f32; then r < mr, j < nr lie in C.
+            unsafe {
+                _mm256_storeu_ps(edge[r].as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(edge[r].as_mut_ptr().add(8), row[1]);
+                for (j, &e) in edge[r].iter().enumerate().take(nr) {
+                    *c.add(r * rsc + j) = e;
+                }
+            }
+        }
+    }
+}
+
+/// The offset (in f32) from `s` to its first 64-byte-aligned element, so
+/// that packed panels start on a cache line. At most 15.
+pub(crate) fn align_offset(s: &[f32]) -> usize {
+    let off = s.as_ptr().align_offset(64);
+    if off < 16 { off } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// The packed kernel against a plain triple loop, on edge sizes and
+    /// strides, accumulating or not, with C poisoned outside the block.
+    #[test]
+    fn matches_plain_loops() {
+        if !available() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(7);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (6, 16, 1),
+            (7, 17, 3),
+            (13, 40, 300),
+            (64, 33, 576),
+            (5, 15, 0),
+            (12, 32, 257),
+        ] {
+            for accumulate in [false, true] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let bm: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let rsc = n + 3;
+                let mut c: Vec<f32> = (0..m * rsc).map(|_| rng.random_range(-1.0..1.0)).collect();
+                for i in 0..m {
+                    c[i * rsc + n..(i + 1) * rsc].fill(f32::NAN);
+                }
+                let mut want = c.clone();
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = if accumulate { want[i * rsc + j] as f64 } else { 0.0 };
+                        for p in 0..k {
+                            s += a[i * k + p] as f64 * bm[p * n + j] as f64;
+                        }
+                        want[i * rsc + j] = s as f32;
+                    }
+                }
+                let mut pa = vec![f32::NAN; packed_a_len(m, k)];
+                pack_a(&a, m, k, k, 1, &mut pa);
+                let mut pa_t = vec![f32::NAN; packed_a_len(m, k)];
+                let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+                pack_a(&at, m, k, 1, m, &mut pa_t);
+                assert_eq!(
+                    pa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    pa_t.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+                let mut pb = vec![f32::NAN; packed_b_len(k, n)];
+                pack_b(&bm, k, n, n, &mut pb);
+                // SAFETY: the packed operands and C have the documented extents.
+                unsafe {
+                    gemm(
+                        m,
+                        n,
+                        k,
+                        pa.as_ptr(),
+                        MR * k,
+                        pb.as_ptr(),
+                        NR * k,
+                        c.as_mut_ptr(),
+                        rsc,
+                        accumulate,
+                    )
+                };
+                for i in 0..m {
+                    for j in 0..rsc {
+                        let (g, w) = (c[i * rsc + j], want[i * rsc + j]);
+                        if j >= n {
+                            assert!(g.is_nan(), "wrote outside C at ({i}, {j})");
+                        } else {
+                            let tol = 4.0 * (k as f32 + 2.0) * f32::EPSILON * (k as f32 + 1.0);
+                            assert!((g - w).abs() <= tol, "m={m} n={n} k={k} ({i},{j}): {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
