@@ -14,12 +14,22 @@ fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
         let mut ws = Workspace::for_geometry(&g);
-        for _ in 0..1 {
+        let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
             match a[2].as_str() {
                 "forward" => conv2d_into(&g, &x, &w, None, &mut y, &mut ws).unwrap(),
                 "input_grad" => conv2d_input_grad_into(&g, &dy, &w, &mut dx, &mut ws).unwrap(),
                 _ => conv2d_weight_grad_into(&g, &x, &dy, &mut dw, &mut ws).unwrap(),
             }
         }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        eprintln!(
+            "{} {}: {:.2} ms, {:.1} GFLOP/s",
+            a[1],
+            a[2],
+            ms,
+            g.flops() as f64 / ms / 1e6
+        );
     });
 }

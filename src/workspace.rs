@@ -16,6 +16,7 @@ pub struct Workspace<T> {
     pub(crate) scratch: Vec<T>,
     pub(crate) partials: Vec<T>,
     pub(crate) packed: Vec<T>,
+    pub(crate) index: Vec<u32>,
 }
 
 impl<T: Element> Workspace<T> {
@@ -25,6 +26,7 @@ impl<T: Element> Workspace<T> {
             scratch: Vec::new(),
             partials: Vec::new(),
             packed: Vec::new(),
+            index: Vec::new(),
         }
     }
 
@@ -39,15 +41,19 @@ impl<T: Element> Workspace<T> {
     /// Grows the workspace to what every pass of `geom` needs on the current
     /// rayon pool.
     pub fn reserve(&mut self, geom: &Conv2dGeometry) {
-        let (scratch, partials, packed) = kernels::workspace_len::<T>(geom);
+        let (scratch, partials, packed, index) = kernels::workspace_len::<T>(geom);
         self.scratch_mut(scratch);
         self.partials_mut(partials);
         self.packed_mut(packed);
+        if self.index.len() < index {
+            self.index.resize(index, 0);
+        }
     }
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
         (self.scratch.len() + self.partials.len() + self.packed.len()) * std::mem::size_of::<T>()
+            + self.index.len() * std::mem::size_of::<u32>()
     }
 
     pub(crate) fn scratch_mut(&mut self, len: usize) -> &mut [T] {

@@ -96,6 +96,33 @@ pub(crate) fn forward<T: Element>(
     y: &mut [T],
     ws: &mut Workspace<T>,
 ) {
+    if super::implicit::eligible::<T>(geom) {
+        let p = super::implicit::plan(geom);
+        ws.packed_mut(p.packed_len);
+        ws.scratch_mut(p.parts * p.scratch_len);
+        if ws.index.len() < p.index_len {
+            ws.index.resize(p.index_len, 0);
+        }
+        let f32s = (
+            T::as_f32(x),
+            T::as_f32(w),
+            bias.map(T::as_f32),
+            T::as_f32_mut(y),
+            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
+            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
+        );
+        let offs = &mut ws.index[..p.index_len];
+        match f32s {
+            (Some(x), Some(w), None, Some(y), Some(packed), Some(scratch)) => {
+                super::implicit::forward(geom, &p, x, w, None, y, packed, scratch, offs)
+            }
+            (Some(x), Some(w), Some(Some(b)), Some(y), Some(packed), Some(scratch)) => {
+                super::implicit::forward(geom, &p, x, w, Some(b), y, packed, scratch, offs)
+            }
+            _ => unreachable!("the implicit plan is made for f32 only"),
+        }
+        return;
+    }
     let p = plan::<T>(geom);
     if p.packed_len > 0 {
         ws.packed_mut(p.packed_len);

@@ -4,6 +4,7 @@
 pub(crate) mod direct;
 pub(crate) mod forward;
 pub(crate) mod im2col;
+pub(crate) mod implicit;
 pub(crate) mod input_grad;
 pub(crate) mod isa;
 pub(crate) mod parallel;
@@ -19,22 +20,28 @@ pub(crate) fn packed_path<T>() -> bool {
     std::mem::size_of::<T>() == 4 && sgemm::available()
 }
 
-/// `(scratch, partials, packed)` elements every pass of `geom` needs on the
-/// current pool.
-pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize) {
+/// `(scratch, partials, packed, index)` elements every pass of `geom` needs
+/// on the current pool.
+pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, usize) {
     if direct::eligible(geom) {
-        return (0, 0, 0);
+        return (0, 0, 0, 0);
     }
-    let f = forward::plan::<T>(geom);
+    let (f_scratch, f_packed, index) = if implicit::eligible::<T>(geom) {
+        let p = implicit::plan(geom);
+        (p.parts * p.scratch_len, p.packed_len, p.index_len)
+    } else {
+        let f = forward::plan::<T>(geom);
+        (f.parts * f.scratch_len.max(1), f.packed_len, 0)
+    };
     let i = input_grad::plan::<T>(geom);
     let w = weight_grad::plan::<T>(geom);
     let scratch = [
-        f.parts * f.scratch_len.max(1),
+        f_scratch,
         i.parts * i.scratch_len.max(1),
         w.parts * w.scratch_len.max(1),
     ]
     .into_iter()
     .max()
     .unwrap_or(0);
-    (scratch, w.partials_len, f.packed_len)
+    (scratch, w.partials_len, f_packed, index)
 }

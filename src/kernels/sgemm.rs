@@ -124,6 +124,30 @@ pub(crate) fn pack_b(src: &[f32], k: usize, n: usize, rs: usize, dst: &mut [f32]
     }
 }
 
+/// Packs the transpose of the row-major `n x k` matrix `src` (row stride
+/// `k`) as `B` panels: `B[p][j] = src[j * k + p]`, columns past `n` zero
+/// (the implicit forward's weights, output channels as the columns).
+pub(crate) fn pack_b_transposed(src: &[f32], k: usize, n: usize, dst: &mut [f32]) {
+    debug_assert!(dst.len() >= packed_b_len(k, n));
+    if k == 0 {
+        return;
+    }
+    for (jp, panel) in dst[..packed_b_len(k, n)].chunks_exact_mut(NR * k).enumerate() {
+        for j in 0..NR {
+            let col = jp * NR + j;
+            if col < n {
+                for (p, &v) in src[col * k..(col + 1) * k].iter().enumerate() {
+                    panel[p * NR + j] = v;
+                }
+            } else {
+                for p in 0..k {
+                    panel[p * NR + j] = 0.0;
+                }
+            }
+        }
+    }
+}
+
 /// Repacks the row-major `rows x tl` tile `src` (row stride `tl`) into `NR`-column
 /// panels of `rows` steps starting at step `r0` (`dst[j/NR * pstride + (r0 + r)*NR + j%NR]`),
 /// leaving the columns past `tl` of the last panel as they were.
@@ -197,6 +221,7 @@ unsafe fn gemm_avx2(
     accumulate: bool,
 ) {
     let nk = k.div_ceil(KC).max(1);
+    let mut edge = [[0.0f32; NR]; MR];
     for jp in 0..n.div_ceil(NR) {
         let nr = NR.min(n - jp * NR);
         for kc in 0..nk {
@@ -209,13 +234,15 @@ unsafe fn gemm_avx2(
                 unsafe {
                     kernel_6x16(
                         k1 - k0,
-                        a.add(ip * a_stride + k0 * MR),
-                        b.add(jp * b_stride + k0 * NR),
+                        APanel(a.add(ip * a_stride + k0 * MR)),
+                        Panel(b.add(jp * b_stride + k0 * NR)),
+                        if accumulate || kc > 0 { Init::Load } else { Init::Zero },
                         c.add(ip * MR * rsc + jp * NR),
                         rsc,
                         mr,
                         nr,
-                        accumulate || kc > 0,
+                        &mut edge,
+                        false,
                     );
                 }
             }
@@ -223,27 +250,98 @@ unsafe fn gemm_avx2(
     }
 }
 
-/// One `mr x nr` (at most 6 x 16) block of `C`: `k` steps of 12 FMAs.
+/// Where the micro-kernel finds the operand elements of each reduction step:
+/// `MR` consecutive elements of `A` (broadcast one by one) or `NR` of `B`.
+pub(crate) trait Steps: Copy {
+    /// The elements of step `p`.
+    ///
+    /// # Safety
+    /// `p` must be a step of the operand this value describes.
+    unsafe fn at(self, p: usize) -> *const f32;
+}
+
+/// A packed `A` panel: step `p` at `ptr + p * MR`.
+#[derive(Clone, Copy)]
+pub(crate) struct APanel(pub(crate) *const f32);
+
+impl Steps for APanel {
+    #[inline(always)]
+    unsafe fn at(self, p: usize) -> *const f32 {
+        // SAFETY: the caller passes a step of this panel.
+        unsafe { self.0.add(p * MR) }
+    }
+}
+
+/// A packed `B` panel: step `p` at `ptr + p * NR`.
+#[derive(Clone, Copy)]
+pub(crate) struct Panel(pub(crate) *const f32);
+
+impl Steps for Panel {
+    #[inline(always)]
+    unsafe fn at(self, p: usize) -> *const f32 {
+        // SAFETY: the caller passes a step of this panel.
+        unsafe { self.0.add(p * NR) }
+    }
+}
+
+/// `A` read in place from an image: step `p` at `base + offs[p]` (the
+/// implicit-GEMM forward, where step `p` is one kernel tap of one channel
+/// and the `MR` rows are `MR` neighbouring pixels of a zero-padded input).
+#[derive(Clone, Copy)]
+pub(crate) struct Taps {
+    pub(crate) base: *const f32,
+    pub(crate) offs: *const u32,
+}
+
+impl Steps for Taps {
+    #[inline(always)]
+    unsafe fn at(self, p: usize) -> *const f32 {
+        // SAFETY: the caller passes a step of the tap table, whose offsets
+        // stay inside the image the base points into.
+        unsafe { self.base.add(*self.offs.add(p) as usize) }
+    }
+}
+
+/// What the micro-kernel's accumulators start from.
+#[derive(Clone, Copy)]
+pub(crate) enum Init {
+    /// Zero.
+    Zero,
+    /// The old `C` (accumulate).
+    Load,
+    /// `bias[j]` in every row of column `j` (`NR` readable values).
+    ColBias(*const f32),
+}
+
+/// One `mr x nr` (at most 6 x 16) block of `C` from `k` steps of 12 FMAs,
+/// stored at `c` (row stride `rsc`), or, when `to_edge`, into `edge` whole
+/// (the caller places the columns; `c` is then not touched).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_6x16(
+pub(crate) unsafe fn kernel_6x16<A: Steps, B: Steps>(
     k: usize,
-    a: *const f32,
-    b: *const f32,
+    a: A,
+    b: B,
+    init: Init,
     c: *mut f32,
     rsc: usize,
     mr: usize,
     nr: usize,
-    accumulate: bool,
+    edge: &mut [[f32; NR]; MR],
+    to_edge: bool,
 ) {
-    let full = mr == MR && nr == NR;
+    let full = mr == MR && nr == NR && !to_edge;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    // Edge blocks go through this buffer so that loads and stores stay in C.
-    let mut edge = [[0.0f32; NR]; MR];
-    if accumulate {
-        if full {
+    match init {
+        Init::Zero => {}
+        Init::ColBias(bias) => {
+            // SAFETY: the caller provides NR bias values.
+            let v = unsafe { [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))] };
+            acc = [v; MR];
+        }
+        Init::Load if full => {
             for (r, row) in acc.iter_mut().enumerate() {
                 // SAFETY: a full block: row r, columns 0..16 lie in C.
                 unsafe {
@@ -251,7 +349,8 @@ unsafe fn kernel_6x16(
                     row[1] = _mm256_loadu_ps(c.add(r * rsc + 8));
                 }
             }
-        } else {
+        }
+        Init::Load => {
             for (r, row) in acc.iter_mut().enumerate().take(mr) {
                 for (j, e) in edge[r].iter_mut().enumerate().take(nr) {
                     // SAFETY: r < mr, j < nr: inside C.
@@ -265,10 +364,10 @@ unsafe fn kernel_6x16(
             }
         }
     }
-    let (mut ap, mut bp) = (a, b);
-    for _ in 0..k {
-        // SAFETY: step p of the panels: MR elements of A, NR of B.
+    for p in 0..k {
+        // SAFETY: step p of the operands: MR elements of A, NR of B.
         unsafe {
+            let (ap, bp) = (a.at(p), b.at(p));
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
             for (r, row) in acc.iter_mut().enumerate() {
@@ -276,8 +375,6 @@ unsafe fn kernel_6x16(
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
-            ap = ap.add(MR);
-            bp = bp.add(NR);
         }
     }
     if full {
@@ -288,15 +385,20 @@ unsafe fn kernel_6x16(
                 _mm256_storeu_ps(c.add(r * rsc + 8), row[1]);
             }
         }
-    } else {
-        for (r, row) in acc.iter().enumerate().take(mr) {
-            // SAFETY: `edge[r]` holds 16 f32; then r < mr, j < nr lie in C.
-            unsafe {
-                _mm256_storeu_ps(edge[r].as_mut_ptr(), row[0]);
-                _mm256_storeu_ps(edge[r].as_mut_ptr().add(8), row[1]);
-                for (j, &e) in edge[r].iter().enumerate().take(nr) {
-                    *c.add(r * rsc + j) = e;
-                }
+        return;
+    }
+    for (r, row) in acc.iter().enumerate() {
+        // SAFETY: `edge[r]` holds 16 f32.
+        unsafe {
+            _mm256_storeu_ps(edge[r].as_mut_ptr(), row[0]);
+            _mm256_storeu_ps(edge[r].as_mut_ptr().add(8), row[1]);
+        }
+    }
+    if !to_edge {
+        for (r, e) in edge.iter().enumerate().take(mr) {
+            for (j, &v) in e.iter().enumerate().take(nr) {
+                // SAFETY: r < mr, j < nr lie in C.
+                unsafe { *c.add(r * rsc + j) = v };
             }
         }
     }

@@ -125,6 +125,16 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         s(2, 3, 30, 30, 8, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
         s(1, 32, 9, 9, 32, 3, 3).padding(Padding::symmetric(2)).dilation(2, 2),
         s(1, 64, 14, 14, 64, 3, 3).padding(Padding::symmetric(1)),
+        // Implicit-GEMM forward (stride 1, >= 32 output channels per group):
+        // channel counts off the 16-wide panels, asymmetric padding, groups,
+        // a 1x3 kernel on a wide image, an image narrower than a 6-pixel block.
+        s(3, 7, 10, 23, 40, 3, 5).padding(Padding::explicit(2, 0, 1, 3)),
+        s(2, 64, 9, 20, 64, 3, 3)
+            .padding(Padding::same())
+            .dilation(1, 2)
+            .groups(2),
+        s(1, 4, 3, 4, 33, 2, 2).padding(Padding::same()),
+        s(2, 16, 20, 37, 48, 1, 3).padding(Padding::explicit(0, 0, 1, 1)),
         s(3, 8, 13, 11, 8, 3, 2)
             .stride(3, 2)
             .dilation(2, 3)

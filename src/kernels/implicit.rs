@@ -1,0 +1,323 @@
+//! Implicit-GEMM forward for stride-1 convolutions (f32, AVX2 + FMA): the
+//! micro-kernel reads its `B` operand straight from a zero-padded copy of a
+//! band of input rows, with no column matrix at all.
+//!
+//! For image `n`, group `g` and a band of output rows `oy0..oy1`, the band's
+//! input rows (with the `(kh - 1) * dh` halo and the padding) are copied into
+//! a slab of `cig` planes of `slab_rows x wp` elements, `wp = pad_left + w +
+//! pad_right`, zeros in the padding. In the slab, output pixel `(oy, ox)` of
+//! the band sits at `q = (oy - oy0) * wp + ox`, and its input for channel
+//! `ci`, tap `(ky, kx)` at `q + off[r]` with
+//! `off[r] = ci * slab_rows * wp + ky * dh * wp + kx * dw`, `r = (ci * kh + ky) * kw + kx`.
+//! So for 16 consecutive `q` the 16 inputs of one tap are 16 consecutive slab
+//! elements: the GEMM `Y_g[cog x Q] = W_g[cog x K] * B[K x Q]` with
+//! `B[r][q] = slab[q + off[r]]` runs on the slab in place ([`Taps`]). The
+//! columns with `ox >= ow` (the `wp - ow` padding columns of each row) are
+//! computed and dropped: 2 of 58 on a 56x56 layer, 2 of 16 on 14x14.
+//!
+//! Each output element is `bias + sum over r in order` of one fused
+//! multiply-add chain, whatever the band, so bands may follow the thread
+//! count. Blocks of 16 columns that lie inside one output row are stored
+//! straight into `Y`; the others go through the kernel's edge buffer and are
+//! scattered column by column.
+
+use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
+use super::sgemm::{self, Init, MR, NR, Panel, Taps};
+use crate::geometry::Conv2dGeometry;
+
+/// Target bytes of one slab: the band of padded input rows the micro-kernel
+/// reads in place. It and the packed weights (144 KiB for a 64 x 576 layer)
+/// share the 512 KiB L2.
+pub(crate) const SLAB_BYTES: usize = 192 * 1024;
+
+/// Fewest output channels per group for the implicit forward: its weight
+/// panels are 16 channels wide, so LeNet's 6-channel first layer would waste
+/// 10 of 16 lanes (measured 27 against 39 GFLOP/s on the packed im2col path,
+/// one run, alternating), and its 16-channel second layer measured 34 against
+/// 37.
+pub(crate) const IMPLICIT_MIN_COG: usize = 32;
+
+/// Largest weight block (`cog x K` f32) for the implicit forward: the
+/// per-group weights are re-read for every 6-pixel block and must stay in
+/// the 512 KiB L2. The 256 x 2304 layers (2.3 MiB: resnet_3x3_14,
+/// infer_b1_3x3) measured 55 / 43 GFLOP/s against 58 / 47 on the packed
+/// im2col path; the 64 x 576 ones (144 KiB) 70 against 64 (resnet_3x3_56),
+/// cifar's 32 x 288 35 against 23.
+pub(crate) const IMPLICIT_MAX_WEIGHT_BYTES: usize = 512 * 1024;
+
+/// Whether the implicit forward runs `geom` with element type `T`: f32 on
+/// the packed-GEMM machine, stride 1, not pointwise (which needs no im2col)
+/// and the tap offsets fit in `u32`.
+pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
+    if !super::packed_path::<T>() || geom.stride() != (1, 1) || geom.is_pointwise() {
+        return false;
+    }
+    if geom.cog() < IMPLICIT_MIN_COG
+        || geom.cog() * geom.k_len() * std::mem::size_of::<f32>() > IMPLICIT_MAX_WEIGHT_BYTES
+    {
+        return false;
+    }
+    let p = plan_bands(geom);
+    (geom.cig() as u64) * (p.chan_stride as u64) + (p.wp as u64) < u32::MAX as u64
+}
+
+/// How one implicit forward call is cut into tasks.
+pub(crate) struct Plan {
+    band: usize,
+    nbands: usize,
+    ntasks: usize,
+    wp: usize,
+    slab_rows: usize,
+    chan_stride: usize,
+    slab_len: usize,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+    pub(crate) packed_len: usize,
+    pub(crate) index_len: usize,
+}
+
+fn plan_bands(geom: &Conv2dGeometry) -> Plan {
+    let (_, _, pl, pr) = geom.padding();
+    let wp = geom.w() + pl + pr;
+    let halo = (geom.kh() - 1) * geom.dilation().0;
+    let oh = geom.oh();
+    let row_bytes = geom.cig() * wp * std::mem::size_of::<f32>();
+    let fit = (SLAB_BYTES / row_bytes.max(1)).saturating_sub(halo).max(1);
+    let outer = geom.n() * geom.groups();
+    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
+    let nbands = oh.div_ceil(fit).max(want.div_ceil(outer)).min(oh);
+    let band = oh.div_ceil(nbands);
+    let nbands = oh.div_ceil(band);
+    let slab_rows = band + halo;
+    let chan_stride = slab_rows * wp;
+    let slab_len = geom.cig() * chan_stride + wp + NR;
+    let ntasks = outer * nbands;
+    let parts = parts_for(ntasks);
+    Plan {
+        band,
+        nbands,
+        ntasks,
+        wp,
+        slab_rows,
+        chan_stride,
+        slab_len,
+        parts,
+        scratch_len: slab_len + NR,
+        packed_len: geom.groups() * sgemm::packed_b_len(geom.k_len(), geom.cog()) + NR,
+        index_len: geom.k_len(),
+    }
+}
+
+pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
+    plan_bands(geom)
+}
+
+/// `y = conv(x, w) + bias` for an [`eligible`] geometry; lengths already
+/// checked. `packed`, `scratch` and `offs` hold the plan's lengths.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    packed: &mut [f32],
+    scratch: &mut [f32],
+    offs: &mut [u32],
+) {
+    let (c_in, c_out, groups, cig, cog, k) = (
+        geom.c_in(),
+        geom.c_out(),
+        geom.groups(),
+        geom.cig(),
+        geom.cog(),
+        geom.k_len(),
+    );
+    let (h, w_in) = (geom.h(), geom.w());
+    let hw = h * w_in;
+    let (kh, kw) = (geom.kh(), geom.kw());
+    let (dh, dw) = geom.dilation();
+    let (pt, _, pl, _) = geom.padding();
+    let (oh, ow) = (geom.oh(), geom.ow());
+    let ohw = oh * ow;
+    let (wp, halo) = (p.wp, (kh - 1) * dh);
+    // The tap table, the same for every band.
+    for ci in 0..cig {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                offs[(ci * kh + ky) * kw + kx] = (ci * p.chan_stride + ky * dh * wp + kx * dw) as u32;
+            }
+        }
+    }
+    let offs = &*offs;
+    // W_g^T packed in NR-column panels (16 output channels each), one region per group.
+    let a_len = sgemm::packed_b_len(k, cog);
+    let al = sgemm::align_offset(packed);
+    let packed = &mut packed[al..al + groups * a_len];
+    for (g, dst) in packed.chunks_exact_mut(a_len).enumerate() {
+        sgemm::pack_b_transposed(&w[g * cog * k..(g + 1) * cog * k], k, cog, dst);
+    }
+    let packed = &*packed;
+    let out = SharedMut(y.as_mut_ptr());
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
+        let b = task % p.nbands;
+        let g = (task / p.nbands) % groups;
+        let n = task / (p.nbands * groups);
+        let (oy0, oy1) = (b * p.band, ((b + 1) * p.band).min(oh));
+        let al = sgemm::align_offset(slot);
+        let slab = &mut slot[al..al + p.slab_len];
+        let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
+        // The slab: band rows oy0 .. oy1 + halo of the padded input.
+        for ci in 0..cig {
+            for sr in 0..p.slab_rows {
+                let dst = &mut slab[ci * p.chan_stride + sr * wp..ci * p.chan_stride + (sr + 1) * wp];
+                let iy = (oy0 + sr) as isize - pt as isize;
+                if sr >= oy1 - oy0 + halo || iy < 0 || iy >= h as isize {
+                    dst.fill(0.0);
+                } else {
+                    let iy = iy as usize;
+                    dst[..pl].fill(0.0);
+                    dst[pl..pl + w_in].copy_from_slice(&xg[ci * hw + iy * w_in..ci * hw + (iy + 1) * w_in]);
+                    dst[pl + w_in..].fill(0.0);
+                }
+            }
+        }
+        slab[cig * p.chan_stride..].fill(0.0);
+        let bias_g = bias.map(|b| &b[g * cog..(g + 1) * cog]);
+        // SAFETY: rows g*cog.. of image n, output rows oy0..oy1 belong to
+        // this task alone (tasks are distinct (n, g, band) triples).
+        let y_band = unsafe { out.get().add((n * c_out + g * cog) * ohw + oy0 * ow) };
+        let band = Band {
+            k,
+            cog,
+            a: &packed[g * a_len..(g + 1) * a_len],
+            slab,
+            offs,
+            q_len: (oy1 - oy0) * wp,
+            wp,
+            ow,
+            ohw,
+            bias: bias_g,
+        };
+        // SAFETY: the plan chose this path only where AVX2 and FMA run; the
+        // band's output block lies inside `y` (above) and the slab covers
+        // every tap of every column (`slab_len`, see `plan`).
+        unsafe { band.run(y_band) };
+    });
+}
+
+/// One task's operands.
+struct Band<'a> {
+    k: usize,
+    cog: usize,
+    a: &'a [f32],
+    slab: &'a [f32],
+    offs: &'a [u32],
+    q_len: usize,
+    wp: usize,
+    ow: usize,
+    ohw: usize,
+    bias: Option<&'a [f32]>,
+}
+
+impl Band<'_> {
+    /// Computes the band into `y` (its first output row of channel 0 of the
+    /// group; channel rows `ohw` apart).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `y` must address the band's
+    /// `cog x (q_len / wp) x ow` output elements (row stride `ohw`), which no
+    /// other thread touches. The slab holds `cig * chan_stride + wp + NR`
+    /// elements, so every tap of every column block lies inside it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run(&self, y: *mut f32) {
+        let mut edge = [[0.0f32; NR]; MR];
+        let mut bias_v = [0.0f32; NR];
+        // Pixel blocks outermost: the taps of one block are reused by every
+        // weight panel (the order of these loops measured within noise).
+        for qb in 0..self.q_len.div_ceil(MR) {
+            let q0 = qb * MR;
+            for jp in 0..self.cog.div_ceil(NR) {
+                let nr = NR.min(self.cog - jp * NR);
+                let init = match self.bias {
+                    Some(b) => {
+                        bias_v[..nr].copy_from_slice(&b[jp * NR..jp * NR + nr]);
+                        Init::ColBias(bias_v.as_ptr())
+                    }
+                    None => Init::Zero,
+                };
+                // SAFETY: the taps of pixels q0..q0+MR lie in the slab (see
+                // the function's contract); weight panel jp holds k steps; the
+                // result goes to `edge` only.
+                unsafe {
+                    sgemm::kernel_6x16(
+                        self.k,
+                        Taps {
+                            base: self.slab.as_ptr().add(q0),
+                            offs: self.offs.as_ptr(),
+                        },
+                        Panel(self.a.as_ptr().add(jp * NR * self.k)),
+                        init,
+                        y,
+                        self.ohw,
+                        MR,
+                        nr,
+                        &mut edge,
+                        true,
+                    );
+                }
+                // edge[r][j]: pixel q0 + r, output channel jp*NR + j.
+                for (r, e) in edge.iter().enumerate().take(MR.min(self.q_len - q0)) {
+                    let q = q0 + r;
+                    let (oy, ox) = (q / self.wp, q % self.wp);
+                    if ox < self.ow {
+                        for (j, &v) in e.iter().enumerate().take(nr) {
+                            // SAFETY: output row oy < band rows, column ox < ow,
+                            // channel jp*NR + j < cog: inside the band's block.
+                            unsafe { *y.add((jp * NR + j) * self.ohw + oy * self.ow + ox) = v };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run(&self, _y: *mut f32) {
+        unreachable!("the implicit forward runs only where AVX2 and FMA do");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eligible;
+    use crate::geometry::{Conv2dSpec, Padding};
+
+    /// The dispatch rule on the suite's shapes (where the packed GEMM runs).
+    #[test]
+    fn chosen_for_mid_sized_stride_1_layers_only() {
+        if !crate::kernels::packed_path::<f32>() {
+            return;
+        }
+        let g = |s: Conv2dSpec| s.build().unwrap();
+        let s = Conv2dSpec::new;
+        assert!(eligible::<f32>(&g(
+            s(8, 64, 56, 56, 64, 3, 3).padding(Padding::symmetric(1))
+        )));
+        assert!(eligible::<f32>(&g(
+            s(8, 32, 32, 32, 32, 3, 3).padding(Padding::symmetric(1))
+        )));
+        assert!(!eligible::<f64>(&g(
+            s(8, 64, 56, 56, 64, 3, 3).padding(Padding::symmetric(1))
+        )));
+        // LeNet conv1 (6 output channels), stride 2, 1x1, 2.3 MiB of weights.
+        assert!(!eligible::<f32>(&g(s(8, 1, 28, 28, 6, 5, 5))));
+        assert!(!eligible::<f32>(&g(s(8, 64, 56, 56, 128, 3, 3).stride(2, 2))));
+        assert!(!eligible::<f32>(&g(s(8, 256, 56, 56, 64, 1, 1))));
+        assert!(!eligible::<f32>(&g(
+            s(8, 256, 14, 14, 256, 3, 3).padding(Padding::symmetric(1))
+        )));
+    }
+}
