@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The 1-16 thread scaling run of docs/benchmarks.md, on a lent 16-core machine
+# with PyTorch but no Rust: the binaries are built here and carried in .device/
+#   cargo build --release --examples --tests
+#   mkdir -p .device && cp target/release/examples/bench_report .device/
+#   cp target/release/deps/{against_reference,determinism}-<hash> .device/{against_reference,determinism}
+#   cp ../shared/compare/torch_suite.py .device/
+# Writes everything under $OUT (default ./device-out).
+set -u
+OUT=${OUT:-device-out}
+mkdir -p "$OUT"
+T=${THREADS:-1,2,4,8,16}
+S=${SECONDS_PER_CELL:-0.3}
+{ lscpu; nproc; python3 -c 'import torch; print("torch", torch.__version__, torch.backends.mkldnn.is_available())'; } > "$OUT/machine.txt" 2>&1
+# Every instruction-set path against the reference, on this machine's ISA too.
+for isa in avx512 avx2 generic; do
+  for t in against_reference determinism; do
+    FERROCONV_ISA=$isa timeout 120 .device/$t > /tmp/test.txt 2>&1; rc=$?
+    { echo "== $t FERROCONV_ISA=$isa rc=$rc"; grep -E "test result|panicked|FAILED" /tmp/test.txt | head -5; } >> "$OUT/tests.txt"
+  done
+done
+cat "$OUT/tests.txt"
+timeout 200 python3 .device/torch_suite.py benches/bench-shapes.csv --threads "$T" --seconds "$S" > "$OUT/torch.csv" 2> "$OUT/torch.err"
+echo "torch rc=$?"
+timeout 240 .device/bench_report --no-naive --threads "$T" --seconds "$S" --csv "$OUT/ours.csv" --torch "$OUT/torch.csv" > "$OUT/report.md" 2>&1
+echo "report rc=$?"
+tail -5 "$OUT/report.md"
