@@ -251,9 +251,7 @@ fn forward_packed(
     let a_len = sgemm::packed_a_len(cog, k);
     let off = sgemm::align_offset(packed);
     let packed = &mut packed[off..off + groups * a_len];
-    for (g, dst) in packed.chunks_exact_mut(a_len).enumerate() {
-        sgemm::pack_a(&w[g * cog * k..(g + 1) * cog * k], cog, k, k, 1, dst);
-    }
+    sgemm::pack_a_groups(w, groups, cog, k, packed);
     let packed = &*packed;
     let out = SharedMut(y.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {

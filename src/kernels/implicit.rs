@@ -155,9 +155,7 @@ pub(crate) fn forward(
     let a_len = sgemm::packed_b_len(k, cog);
     let al = sgemm::align_offset(packed);
     let packed = &mut packed[al..al + groups * a_len];
-    for (g, dst) in packed.chunks_exact_mut(a_len).enumerate() {
-        sgemm::pack_b_transposed(&w[g * cog * k..(g + 1) * cog * k], k, cog, dst);
-    }
+    sgemm::pack_b_transposed_groups(w, groups, cog, k, packed);
     let packed = &*packed;
     let out = SharedMut(y.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {

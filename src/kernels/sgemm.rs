@@ -24,6 +24,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use rayon::prelude::*;
+
 /// Rows of the micro-kernel's block of `C` (and of an `A` panel).
 pub(crate) const MR: usize = 6;
 /// Columns of the micro-kernel's block of `C` (and of a `B` panel).
@@ -121,6 +123,57 @@ pub(crate) fn pack_b(src: &[f32], k: usize, n: usize, rs: usize, dst: &mut [f32]
             d[..rest].copy_from_slice(&row[full * NR..]);
             d[rest..].fill(0.0);
         }
+    }
+}
+
+/// Fewest packed elements worth spreading over the pool: below this, one
+/// thread packs faster than rayon splits the work.
+const PAR_PACK_MIN: usize = 1 << 16;
+
+/// Packs the weights of every group, `w` holding `groups` row-major `m x k`
+/// blocks, as `A` panels (group `g` at `dst[g * packed_a_len(m, k)..]`), in
+/// parallel over panels when large: a 256 x 2304 layer is 2.3 MiB, and
+/// packing it on one thread held batch-1 forward calls to 3.8x on 16 threads.
+pub(crate) fn pack_a_groups(w: &[f32], groups: usize, m: usize, k: usize, dst: &mut [f32]) {
+    let a_len = packed_a_len(m, k);
+    let dst = &mut dst[..groups * a_len];
+    if k == 0 {
+        return;
+    }
+    let panels = m.div_ceil(MR);
+    let one = |(i, panel): (usize, &mut [f32])| {
+        let (g, ip) = (i / panels, i % panels);
+        let rows = MR.min(m - ip * MR);
+        let src = &w[g * m * k + ip * MR * k..g * m * k + (ip * MR + rows) * k];
+        pack_a(src, rows, k, k, 1, panel);
+    };
+    if dst.len() >= PAR_PACK_MIN {
+        dst.par_chunks_mut(MR * k).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(MR * k).enumerate().for_each(one);
+    }
+}
+
+/// Packs the weights of every group, `w` holding `groups` row-major `n x k`
+/// blocks, transposed as `B` panels (group `g` at `dst[g * packed_b_len(k, n)..]`),
+/// in parallel over panels when large.
+pub(crate) fn pack_b_transposed_groups(w: &[f32], groups: usize, n: usize, k: usize, dst: &mut [f32]) {
+    let b_len = packed_b_len(k, n);
+    let dst = &mut dst[..groups * b_len];
+    if k == 0 {
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    let one = |(i, panel): (usize, &mut [f32])| {
+        let (g, jp) = (i / panels, i % panels);
+        let cols = NR.min(n - jp * NR);
+        let src = &w[g * n * k + jp * NR * k..g * n * k + (jp * NR + cols) * k];
+        pack_b_transposed(src, k, cols, panel);
+    };
+    if dst.len() >= PAR_PACK_MIN {
+        dst.par_chunks_mut(NR * k).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(NR * k).enumerate().for_each(one);
     }
 }
 
