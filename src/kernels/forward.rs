@@ -20,6 +20,7 @@
 //! thread count.
 
 use super::im2col::{im2col_panels, im2col_tile};
+use super::implicit::Weights;
 use super::parallel::{Blocks, SharedMut, TASKS_PER_THREAD, Tiling, block_plan, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
 use crate::element::Element;
@@ -114,10 +115,10 @@ pub(crate) fn forward<T: Element>(
         let offs = &mut ws.index[..p.index_len];
         match f32s {
             (Some(x), Some(w), None, Some(y), Some(packed), Some(scratch)) => {
-                super::implicit::forward(geom, &p, x, w, None, y, packed, scratch, offs)
+                super::implicit::forward(geom, &p, x, Weights::Oihw(w), None, y, packed, scratch, offs)
             }
             (Some(x), Some(w), Some(Some(b)), Some(y), Some(packed), Some(scratch)) => {
-                super::implicit::forward(geom, &p, x, w, Some(b), y, packed, scratch, offs)
+                super::implicit::forward(geom, &p, x, Weights::Oihw(w), Some(b), y, packed, scratch, offs)
             }
             _ => unreachable!("the implicit plan is made for f32 only"),
         }

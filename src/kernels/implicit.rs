@@ -23,7 +23,8 @@
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, Init, MR, NR, Panel, Taps};
-use crate::geometry::Conv2dGeometry;
+use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
+use rayon::prelude::*;
 
 /// Target bytes of one slab: the band of padded input rows the micro-kernel
 /// reads in place. It and the packed weights (144 KiB for a 64 x 576 layer)
@@ -44,6 +45,11 @@ pub(crate) const IMPLICIT_MIN_COG: usize = 32;
 /// im2col path; the 64 x 576 ones (144 KiB) 70 against 64 (resnet_3x3_56),
 /// cifar's 32 x 288 35 against 23.
 pub(crate) const IMPLICIT_MAX_WEIGHT_BYTES: usize = 512 * 1024;
+
+/// Longest reduction chunk of one implicit micro-kernel call: the taps of a
+/// chunk (one cache line each) stay in L1 while every weight panel passes;
+/// the 6 x 16 blocks are summed across chunks in `acc`.
+pub(crate) const IMPLICIT_KC: usize = 128;
 
 /// Whether the implicit forward runs `geom` with element type `T`: f32 on
 /// the packed-GEMM machine, stride 1, not pointwise (which needs no im2col)
@@ -102,7 +108,7 @@ fn plan_bands(geom: &Conv2dGeometry) -> Plan {
         chan_stride,
         slab_len,
         parts,
-        scratch_len: slab_len + NR,
+        scratch_len: slab_len + NR + geom.cog().div_ceil(NR) * NR * MR,
         packed_len: geom.groups() * sgemm::packed_b_len(geom.k_len(), geom.cog()) + NR,
         index_len: geom.k_len(),
     }
@@ -112,6 +118,52 @@ pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     plan_bands(geom)
 }
 
+/// The weights of an implicit call.
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    /// `W[c_out][cig][kh][kw]` of the geometry itself (a forward pass).
+    Oihw(&'a [f32]),
+    /// The weights of `orig`, whose input gradient the call computes as the
+    /// forward convolution of [`input_grad_geometry`]`(orig)`: output channel
+    /// `ci`, input channel `co`, tap `(ky, kx)` of that convolution is
+    /// `W[co][ci][kh - 1 - ky][kw - 1 - kx]` of `orig` (flipped, transposed).
+    Flipped(&'a [f32], &'a Conv2dGeometry),
+}
+
+/// The stride-1 input gradient as a forward convolution: for `orig` with
+/// stride 1, `dX = conv(dY, W')` where `W'` is `orig`'s kernel flipped and
+/// transposed ([`Weights::Flipped`]), with the same dilation and groups and
+/// padding `(kh - 1) * dh - pad_top` (and so on for each side), since
+/// `dX[ci][iy][ix] = sum over co, ky, kx of dY[co][iy + pad_top - ky*dh][ix + pad_left - kx*dw] * W[co][ci][ky][kx]`.
+/// `None` where that padding would be negative (padding wider than the
+/// dilated kernel) or `orig` is not stride 1.
+pub(crate) fn input_grad_geometry(orig: &Conv2dGeometry) -> Option<Conv2dGeometry> {
+    if orig.stride() != (1, 1) {
+        return None;
+    }
+    let (pt, pb, pl, pr) = orig.padding();
+    let (dh, dw) = orig.dilation();
+    let (eh, ew) = ((orig.kh() - 1) * dh, (orig.kw() - 1) * dw);
+    if pt > eh || pb > eh || pl > ew || pr > ew {
+        return None;
+    }
+    let g = Conv2dSpec::new(
+        orig.n(),
+        orig.c_out(),
+        orig.oh(),
+        orig.ow(),
+        orig.c_in(),
+        orig.kh(),
+        orig.kw(),
+    )
+    .padding(Padding::explicit(eh - pt, eh - pb, ew - pl, ew - pr))
+    .dilation(dh, dw)
+    .groups(orig.groups())
+    .build()
+    .ok()?;
+    (g.oh() == orig.h() && g.ow() == orig.w()).then_some(g)
+}
+
 /// `y = conv(x, w) + bias` for an [`eligible`] geometry; lengths already
 /// checked. `packed`, `scratch` and `offs` hold the plan's lengths.
 #[allow(clippy::too_many_arguments)]
@@ -119,7 +171,7 @@ pub(crate) fn forward(
     geom: &Conv2dGeometry,
     p: &Plan,
     x: &[f32],
-    w: &[f32],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     y: &mut [f32],
     packed: &mut [f32],
@@ -155,7 +207,10 @@ pub(crate) fn forward(
     let a_len = sgemm::packed_b_len(k, cog);
     let al = sgemm::align_offset(packed);
     let packed = &mut packed[al..al + groups * a_len];
-    sgemm::pack_b_transposed_groups(w, groups, cog, k, packed);
+    match w {
+        Weights::Oihw(w) => sgemm::pack_b_transposed_groups(w, groups, cog, k, packed),
+        Weights::Flipped(w, orig) => pack_flipped(w, orig, packed),
+    }
     let packed = &*packed;
     let out = SharedMut(y.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
@@ -164,7 +219,7 @@ pub(crate) fn forward(
         let n = task / (p.nbands * groups);
         let (oy0, oy1) = (b * p.band, ((b + 1) * p.band).min(oh));
         let al = sgemm::align_offset(slot);
-        let slab = &mut slot[al..al + p.slab_len];
+        let (slab, acc) = slot[al..].split_at_mut(p.slab_len);
         let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
         // The slab: band rows oy0 .. oy1 + halo of the padded input.
         for ci in 0..cig {
@@ -182,11 +237,12 @@ pub(crate) fn forward(
             }
         }
         slab[cig * p.chan_stride..].fill(0.0);
+        let slab = &*slab;
         let bias_g = bias.map(|b| &b[g * cog..(g + 1) * cog]);
         // SAFETY: rows g*cog.. of image n, output rows oy0..oy1 belong to
         // this task alone (tasks are distinct (n, g, band) triples).
         let y_band = unsafe { out.get().add((n * c_out + g * cog) * ohw + oy0 * ow) };
-        let band = Band {
+        let mut band = Band {
             k,
             cog,
             a: &packed[g * a_len..(g + 1) * a_len],
@@ -197,11 +253,38 @@ pub(crate) fn forward(
             ow,
             ohw,
             bias: bias_g,
+            acc: &mut acc[..cog.div_ceil(NR) * NR * MR],
         };
         // SAFETY: the plan chose this path only where AVX2 and FMA run; the
         // band's output block lies inside `y` (above) and the slab covers
         // every tap of every column (`slab_len`, see `plan`).
         unsafe { band.run(y_band) };
+    });
+}
+
+/// Packs `orig`'s weights flipped and transposed ([`Weights::Flipped`]) as the
+/// `B` panels of its input-gradient convolution: per group, step
+/// `p = (co * kh + ky) * kw + kx`, column `ci`, value
+/// `W[g*cog + co][ci][kh - 1 - ky][kw - 1 - kx]`; columns past `cig` zero.
+fn pack_flipped(w: &[f32], orig: &Conv2dGeometry, dst: &mut [f32]) {
+    let (cig, cog, kh, kw) = (orig.cig(), orig.cog(), orig.kh(), orig.kw());
+    let khkw = kh * kw;
+    let k = cog * khkw;
+    let panels = cig.div_ceil(NR);
+    let dst = &mut dst[..orig.groups() * sgemm::packed_b_len(k, cig)];
+    dst.par_chunks_mut(NR * k).enumerate().for_each(|(i, panel)| {
+        let (g, jp) = (i / panels, i % panels);
+        for co in 0..cog {
+            for t in 0..khkw {
+                let out = &mut panel[(co * khkw + t) * NR..(co * khkw + t + 1) * NR];
+                // Tap t = ky*kw + kx of W' is tap khkw - 1 - t of W.
+                let src = ((g * cog + co) * cig) * khkw + (khkw - 1 - t);
+                for (j, o) in out.iter_mut().enumerate() {
+                    let ci = jp * NR + j;
+                    *o = if ci < cig { w[src + ci * khkw] } else { 0.0 };
+                }
+            }
+        }
     });
 }
 
@@ -217,6 +300,8 @@ struct Band<'a> {
     ow: usize,
     ohw: usize,
     bias: Option<&'a [f32]>,
+    /// Per weight panel, the 6 x 16 block being summed over the reduction chunks.
+    acc: &'a mut [f32],
 }
 
 impl Band<'_> {
@@ -230,68 +315,100 @@ impl Band<'_> {
     /// elements, so every tap of every column block lies inside it.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run(&self, y: *mut f32) {
+    unsafe fn run(&mut self, y: *mut f32) {
         let mut edge = [[0.0f32; NR]; MR];
         let mut bias_v = [0.0f32; NR];
-        // Pixel blocks outermost: the taps of one block are reused by every
-        // weight panel (the order of these loops measured within noise).
+        let npanels = self.cog.div_ceil(NR);
+        let nk = self.k.div_ceil(IMPLICIT_KC).max(1);
         for qb in 0..self.q_len.div_ceil(MR) {
             let q0 = qb * MR;
-            for jp in 0..self.cog.div_ceil(NR) {
-                let nr = NR.min(self.cog - jp * NR);
-                let init = match self.bias {
-                    Some(b) => {
-                        bias_v[..nr].copy_from_slice(&b[jp * NR..jp * NR + nr]);
-                        Init::ColBias(bias_v.as_ptr())
+            for kc in 0..nk {
+                let (k0, k1) = (kc * self.k / nk, (kc + 1) * self.k / nk);
+                for jp in 0..npanels {
+                    let nr = NR.min(self.cog - jp * NR);
+                    let init = match (kc, self.bias) {
+                        (0, Some(b)) => {
+                            bias_v[..nr].copy_from_slice(&b[jp * NR..jp * NR + nr]);
+                            Init::ColBias(bias_v.as_ptr())
+                        }
+                        (0, None) => Init::Zero,
+                        _ => Init::Load,
+                    };
+                    // SAFETY: the taps k0..k1 of pixels q0..q0+MR lie in the
+                    // slab (see the function's contract); weight panel jp
+                    // holds k steps; C is panel jp's 6 x 16 block of `acc`.
+                    unsafe {
+                        sgemm::kernel_6x16(
+                            k1 - k0,
+                            Taps {
+                                base: self.slab.as_ptr().add(q0),
+                                offs: self.offs.as_ptr().add(k0),
+                            },
+                            Panel(self.a.as_ptr().add(jp * NR * self.k + k0 * NR)),
+                            init,
+                            self.acc.as_mut_ptr().add(jp * NR * MR),
+                            NR,
+                            MR,
+                            NR,
+                            &mut edge,
+                            false,
+                        );
                     }
-                    None => Init::Zero,
-                };
-                // SAFETY: the taps of pixels q0..q0+MR lie in the slab (see
-                // the function's contract); weight panel jp holds k steps; the
-                // result goes to `edge` only.
-                unsafe {
-                    sgemm::kernel_6x16(
-                        self.k,
-                        Taps {
-                            base: self.slab.as_ptr().add(q0),
-                            offs: self.offs.as_ptr(),
-                        },
-                        Panel(self.a.as_ptr().add(jp * NR * self.k)),
-                        init,
-                        y,
-                        self.ohw,
-                        MR,
-                        nr,
-                        &mut edge,
-                        true,
-                    );
                 }
-                // edge[r][j]: pixel q0 + r, output channel jp*NR + j.
-                for (r, e) in edge.iter().enumerate().take(MR.min(self.q_len - q0)) {
-                    let q = q0 + r;
-                    let (oy, ox) = (q / self.wp, q % self.wp);
-                    if ox < self.ow {
-                        for (j, &v) in e.iter().enumerate().take(nr) {
+            }
+            // The block's pixels: (oy, ox) of q0, then stepped without division.
+            let (mut oy, mut ox) = (q0 / self.wp, q0 % self.wp);
+            for r in 0..MR.min(self.q_len - q0) {
+                if ox < self.ow {
+                    let dst = oy * self.ow + ox;
+                    for jp in 0..npanels {
+                        let nr = NR.min(self.cog - jp * NR);
+                        // acc[jp][r][j]: pixel q0 + r, output channel jp*NR + j.
+                        let row = &self.acc[(jp * MR + r) * NR..(jp * MR + r) * NR + nr];
+                        for (j, &v) in row.iter().enumerate() {
                             // SAFETY: output row oy < band rows, column ox < ow,
                             // channel jp*NR + j < cog: inside the band's block.
-                            unsafe { *y.add((jp * NR + j) * self.ohw + oy * self.ow + ox) = v };
+                            unsafe { *y.add((jp * NR + j) * self.ohw + dst) = v };
                         }
                     }
+                }
+                ox += 1;
+                if ox == self.wp {
+                    (oy, ox) = (oy + 1, 0);
                 }
             }
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run(&self, _y: *mut f32) {
+    unsafe fn run(&mut self, _y: *mut f32) {
         unreachable!("the implicit forward runs only where AVX2 and FMA do");
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::eligible;
+    use super::{eligible, input_grad_geometry};
     use crate::geometry::{Conv2dSpec, Padding};
+
+    /// The input gradient's convolution maps dY's plane back onto X's.
+    #[test]
+    fn input_grad_geometry_restores_the_input_size() {
+        let s = Conv2dSpec::new;
+        let g = s(2, 8, 13, 9, 24, 3, 5)
+            .padding(Padding::explicit(2, 0, 1, 3))
+            .dilation(2, 1)
+            .groups(2)
+            .build()
+            .unwrap();
+        let t = input_grad_geometry(&g).unwrap();
+        assert_eq!((t.n(), t.c_in(), t.h(), t.w()), (2, 24, g.oh(), g.ow()));
+        assert_eq!((t.c_out(), t.oh(), t.ow(), t.groups()), (8, 13, 9, 2));
+        assert_eq!(t.padding(), (2, 4, 3, 1));
+        // Padding wider than the dilated kernel, or stride 2: no such convolution.
+        assert!(input_grad_geometry(&s(1, 4, 8, 8, 4, 3, 3).padding(Padding::symmetric(3)).build().unwrap()).is_none());
+        assert!(input_grad_geometry(&s(1, 4, 8, 8, 4, 3, 3).stride(2, 2).build().unwrap()).is_none());
+    }
 
     /// The dispatch rule on the suite's shapes (where the packed GEMM runs).
     #[test]

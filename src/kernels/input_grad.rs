@@ -13,10 +13,22 @@
 //! thread count.
 
 use super::im2col::col2im_tile;
+use super::implicit::{self, Weights};
 use super::parallel::{Blocks, SharedMut, TASKS_PER_THREAD, Tiling, block_plan, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
+
+/// The forward geometry whose implicit-GEMM forward computes `geom`'s input
+/// gradient (stride 1, see [`implicit::input_grad_geometry`]), where that
+/// path is chosen: no scatter-adds, and `dY` read in place. On resnet_3x3_56
+/// and cifar_3x3 it replaced GEMM + col2im.
+pub(crate) fn implicit_geometry<T>(geom: &Conv2dGeometry) -> Option<Conv2dGeometry> {
+    if !super::packed_path::<T>() {
+        return None;
+    }
+    implicit::input_grad_geometry(geom).filter(implicit::eligible::<T>)
+}
 
 /// How one input-gradient call is cut into tasks.
 pub(crate) struct Plan {
@@ -54,6 +66,27 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 
 /// `dx = conv_input_grad(dy, w)`; lengths already checked against `geom`.
 pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T], ws: &mut Workspace<T>) {
+    if let Some(tg) = implicit_geometry::<T>(geom) {
+        let p = implicit::plan(&tg);
+        ws.packed_mut(p.packed_len);
+        ws.scratch_mut(p.parts * p.scratch_len);
+        if ws.index.len() < p.index_len {
+            ws.index.resize(p.index_len, 0);
+        }
+        let f32s = (
+            T::as_f32(dy),
+            T::as_f32(w),
+            T::as_f32_mut(dx),
+            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
+            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
+        );
+        let offs = &mut ws.index[..p.index_len];
+        let (Some(dy), Some(w), Some(dx), Some(packed), Some(scratch)) = f32s else {
+            unreachable!("the implicit plan is made for f32 only");
+        };
+        implicit::forward(&tg, &p, dy, Weights::Flipped(w, geom), None, dx, packed, scratch, offs);
+        return;
+    }
     let p = plan::<T>(geom);
     let (c_in, c_out, groups, cig, cog, k) = (
         geom.c_in(),

@@ -33,15 +33,20 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
         let f = forward::plan::<T>(geom);
         (f.parts * f.scratch_len.max(1), f.packed_len, 0)
     };
-    let i = input_grad::plan::<T>(geom);
+    let (i_scratch, i_packed, i_index) = match input_grad::implicit_geometry::<T>(geom) {
+        Some(tg) => {
+            let p = implicit::plan(&tg);
+            (p.parts * p.scratch_len, p.packed_len, p.index_len)
+        }
+        None => {
+            let i = input_grad::plan::<T>(geom);
+            (i.parts * i.scratch_len.max(1), 0, 0)
+        }
+    };
     let w = weight_grad::plan::<T>(geom);
-    let scratch = [
-        f_scratch,
-        i.parts * i.scratch_len.max(1),
-        w.parts * w.scratch_len.max(1),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
-    (scratch, w.partials_len, f_packed, index)
+    let scratch = [f_scratch, i_scratch, w.parts * w.scratch_len.max(1)]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    (scratch, w.partials_len, f_packed.max(i_packed), index.max(i_index))
 }
