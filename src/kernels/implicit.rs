@@ -63,18 +63,18 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
     {
         return false;
     }
-    let p = plan_bands(geom);
+    let p = plan_bands(geom, 1);
     (geom.cig() as u64) * (p.chan_stride as u64) + (p.wp as u64) < u32::MAX as u64
 }
 
 /// How one implicit forward call is cut into tasks.
 pub(crate) struct Plan {
-    band: usize,
-    nbands: usize,
+    pub(crate) band: usize,
+    pub(crate) nbands: usize,
     ntasks: usize,
-    wp: usize,
-    slab_rows: usize,
-    chan_stride: usize,
+    pub(crate) wp: usize,
+    pub(crate) slab_rows: usize,
+    pub(crate) chan_stride: usize,
     slab_len: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
@@ -82,7 +82,7 @@ pub(crate) struct Plan {
     pub(crate) index_len: usize,
 }
 
-fn plan_bands(geom: &Conv2dGeometry) -> Plan {
+fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
     let (_, _, pl, pr) = geom.padding();
     let wp = geom.w() + pl + pr;
     let halo = (geom.kh() - 1) * geom.dilation().0;
@@ -90,7 +90,6 @@ fn plan_bands(geom: &Conv2dGeometry) -> Plan {
     let row_bytes = geom.cig() * wp * std::mem::size_of::<f32>();
     let fit = (SLAB_BYTES / row_bytes.max(1)).saturating_sub(halo).max(1);
     let outer = geom.n() * geom.groups();
-    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
     let nbands = oh.div_ceil(fit).max(want.div_ceil(outer)).min(oh);
     let band = oh.div_ceil(nbands);
     let nbands = oh.div_ceil(band);
@@ -114,8 +113,64 @@ fn plan_bands(geom: &Conv2dGeometry) -> Plan {
     }
 }
 
+/// The plan on the current pool: bands from the slab size, cut further
+/// until there are [`TASKS_PER_THREAD`] tasks per thread.
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
-    plan_bands(geom)
+    plan_bands(geom, rayon::current_num_threads() * TASKS_PER_THREAD)
+}
+
+/// The bands from the slab size alone (what the weight gradient uses).
+pub(crate) fn plan_geometry_only(geom: &Conv2dGeometry) -> Plan {
+    plan_bands(geom, 1)
+}
+
+/// The tap table of `geom` on slabs of plan `p`, the same for every band:
+/// `offs[(ci * kh + ky) * kw + kx] = ci * chan_stride + ky * dh * wp + kx * dw`.
+pub(crate) fn fill_taps(geom: &Conv2dGeometry, p: &Plan, offs: &mut [u32]) {
+    let (kh, kw) = (geom.kh(), geom.kw());
+    let (dh, dw) = geom.dilation();
+    for ci in 0..geom.cig() {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                offs[(ci * kh + ky) * kw + kx] = (ci * p.chan_stride + ky * dh * p.wp + kx * dw) as u32;
+            }
+        }
+    }
+}
+
+/// Copies output rows `oy0..oy1` worth of padded input rows of the `nch`
+/// channel planes `planes` into `slab` (`nch` planes of `p.slab_rows x p.wp`,
+/// channel stride `p.chan_stride`, zeros in the padding and below the
+/// image), and zeros the slack after them.
+pub(crate) fn fill_slab(
+    geom: &Conv2dGeometry,
+    planes: &[f32],
+    nch: usize,
+    oy0: usize,
+    oy1: usize,
+    p: &Plan,
+    slab: &mut [f32],
+) {
+    let (h, w) = (geom.h(), geom.w());
+    let hw = h * w;
+    let (pt, _, pl, _) = geom.padding();
+    let halo = (geom.kh() - 1) * geom.dilation().0;
+    let wp = p.wp;
+    for ci in 0..nch {
+        for sr in 0..p.slab_rows {
+            let dst = &mut slab[ci * p.chan_stride + sr * wp..ci * p.chan_stride + (sr + 1) * wp];
+            let iy = (oy0 + sr) as isize - pt as isize;
+            if sr >= oy1 - oy0 + halo || iy < 0 || iy >= h as isize {
+                dst.fill(0.0);
+            } else {
+                let iy = iy as usize;
+                dst[..pl].fill(0.0);
+                dst[pl..pl + w].copy_from_slice(&planes[ci * hw + iy * w..ci * hw + (iy + 1) * w]);
+                dst[pl + w..].fill(0.0);
+            }
+        }
+    }
+    slab[nch * p.chan_stride..].fill(0.0);
 }
 
 /// The weights of an implicit call.
@@ -186,22 +241,11 @@ pub(crate) fn forward(
         geom.cog(),
         geom.k_len(),
     );
-    let (h, w_in) = (geom.h(), geom.w());
-    let hw = h * w_in;
-    let (kh, kw) = (geom.kh(), geom.kw());
-    let (dh, dw) = geom.dilation();
-    let (pt, _, pl, _) = geom.padding();
+    let hw = geom.h() * geom.w();
     let (oh, ow) = (geom.oh(), geom.ow());
     let ohw = oh * ow;
-    let (wp, halo) = (p.wp, (kh - 1) * dh);
-    // The tap table, the same for every band.
-    for ci in 0..cig {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                offs[(ci * kh + ky) * kw + kx] = (ci * p.chan_stride + ky * dh * wp + kx * dw) as u32;
-            }
-        }
-    }
+    let wp = p.wp;
+    fill_taps(geom, p, offs);
     let offs = &*offs;
     // W_g^T packed in NR-column panels (16 output channels each), one region per group.
     let a_len = sgemm::packed_b_len(k, cog);
@@ -221,22 +265,7 @@ pub(crate) fn forward(
         let al = sgemm::align_offset(slot);
         let (slab, acc) = slot[al..].split_at_mut(p.slab_len);
         let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
-        // The slab: band rows oy0 .. oy1 + halo of the padded input.
-        for ci in 0..cig {
-            for sr in 0..p.slab_rows {
-                let dst = &mut slab[ci * p.chan_stride + sr * wp..ci * p.chan_stride + (sr + 1) * wp];
-                let iy = (oy0 + sr) as isize - pt as isize;
-                if sr >= oy1 - oy0 + halo || iy < 0 || iy >= h as isize {
-                    dst.fill(0.0);
-                } else {
-                    let iy = iy as usize;
-                    dst[..pl].fill(0.0);
-                    dst[pl..pl + w_in].copy_from_slice(&xg[ci * hw + iy * w_in..ci * hw + (iy + 1) * w_in]);
-                    dst[pl + w_in..].fill(0.0);
-                }
-            }
-        }
-        slab[cig * p.chan_stride..].fill(0.0);
+        fill_slab(geom, xg, cig, oy0, oy1, p, slab);
         let slab = &*slab;
         let bias_g = bias.map(|b| &b[g * cog..(g + 1) * cog]);
         // SAFETY: rows g*cog.. of image n, output rows oy0..oy1 belong to

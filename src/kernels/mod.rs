@@ -5,6 +5,7 @@ pub(crate) mod direct;
 pub(crate) mod forward;
 pub(crate) mod im2col;
 pub(crate) mod implicit;
+pub(crate) mod implicit_wgrad;
 pub(crate) mod input_grad;
 pub(crate) mod isa;
 pub(crate) mod parallel;

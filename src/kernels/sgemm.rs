@@ -311,6 +311,36 @@ pub(crate) trait Steps: Copy {
     /// # Safety
     /// `p` must be a step of the operand this value describes.
     unsafe fn at(self, p: usize) -> *const f32;
+
+    /// Element `r` of step `p` (for `A`): `at(p) + r` unless the rows lie apart.
+    ///
+    /// # Safety
+    /// As [`Steps::at`], and `r < MR`.
+    #[inline(always)]
+    unsafe fn elem(self, p: usize, r: usize) -> *const f32 {
+        // SAFETY: the caller passes a step of this operand and r < MR.
+        unsafe { self.at(p).add(r) }
+    }
+}
+
+/// `A` rows that lie apart: row `r` of step `p` at `rows[r] + p` (the
+/// implicit weight gradient, where row `r` is one tap of one input channel
+/// and the steps are pixels).
+#[derive(Clone, Copy)]
+pub(crate) struct TapRows(pub(crate) [*const f32; MR]);
+
+impl Steps for TapRows {
+    #[inline(always)]
+    unsafe fn at(self, p: usize) -> *const f32 {
+        // SAFETY: the caller passes a step of row 0.
+        unsafe { self.0[0].add(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn elem(self, p: usize, r: usize) -> *const f32 {
+        // SAFETY: the caller passes a step of row r.
+        unsafe { self.0[r].add(p) }
+    }
 }
 
 /// A packed `A` panel: step `p` at `ptr + p * MR`.
@@ -420,11 +450,11 @@ pub(crate) unsafe fn kernel_6x16<A: Steps, B: Steps>(
     for p in 0..k {
         // SAFETY: step p of the operands: MR elements of A, NR of B.
         unsafe {
-            let (ap, bp) = (a.at(p), b.at(p));
+            let bp = b.at(p);
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*ap.add(r));
+                let av = _mm256_broadcast_ss(&*a.elem(p, r));
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }

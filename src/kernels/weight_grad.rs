@@ -20,6 +20,7 @@
 use rayon::prelude::*;
 
 use super::im2col::im2col_tile;
+use super::implicit_wgrad;
 use super::parallel::{MIN_BLOCK_ROWS, SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
@@ -75,6 +76,26 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 
 /// `dw = conv_weight_grad(x, dy)`; lengths already checked against `geom`.
 pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], dw: &mut [T], ws: &mut Workspace<T>) {
+    if implicit_wgrad::eligible::<T>(geom) {
+        let p = implicit_wgrad::plan(geom);
+        ws.scratch_mut(p.parts * p.scratch_len);
+        ws.partials_mut(p.partials_len);
+        if ws.index.len() < p.index_len {
+            ws.index.resize(p.index_len, 0);
+        }
+        let f32s = (
+            T::as_f32(x),
+            T::as_f32(dy),
+            T::as_f32_mut(dw),
+            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
+            T::as_f32_mut(&mut ws.partials[..p.partials_len]),
+        );
+        let (Some(x), Some(dy), Some(dw), Some(scratch), Some(partials)) = f32s else {
+            unreachable!("the implicit plan is made for f32 only");
+        };
+        implicit_wgrad::weight_grad(geom, &p, x, dy, dw, scratch, partials, &mut ws.index[..p.index_len]);
+        return;
+    }
     let p = plan::<T>(geom);
     let (batch, c_in, c_out, groups, cig, cog, k) = (
         geom.n(),
@@ -154,17 +175,24 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         }
     });
     if p.nchunks > 1 {
-        let partials = &ws.partials[..p.partials_len];
-        dw.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
-            let base = i * 4096;
-            for c in 0..p.nchunks - 1 {
-                let src = &partials[c * wlen + base..c * wlen + base + d.len()];
-                for (d, &s) in d.iter_mut().zip(src) {
-                    *d += s;
-                }
-            }
-        });
+        add_partials(dw, &ws.partials[..p.partials_len], p.nchunks - 1);
     }
+}
+
+/// `dw += partials[0] + partials[1] + ...` for `count` buffers of
+/// `dw.len()` elements, added in buffer order for every element (so the
+/// result does not depend on how the pool splits `dw`).
+pub(crate) fn add_partials<T: Element>(dw: &mut [T], partials: &[T], count: usize) {
+    let wlen = dw.len();
+    dw.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
+        let base = i * 4096;
+        for c in 0..count {
+            let src = &partials[c * wlen + base..c * wlen + base + d.len()];
+            for (d, &s) in d.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+    });
 }
 
 /// `db[co] = sum over n, oy, ox of dY[n][co][oy][ox]`, summed in that order

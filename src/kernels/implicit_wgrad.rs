@@ -1,0 +1,306 @@
+//! Implicit-GEMM weight gradient for stride-1 convolutions (f32, AVX2 + FMA):
+//! the input patches are read in place from the zero-padded slabs of the
+//! [implicit forward](super::implicit), never gathered into a column matrix.
+//!
+//! The weight gradient is the sum, over every output pixel, of the input patch
+//! times the output delta. In a slab of band rows (`wp` columns per row, pixel
+//! `q = (oy - oy0) * wp + ox`), tap `r = (ci * kh + ky) * kw + kx` of pixel `q`
+//! is `slab[off[r] + q]`, so for group `g`
+//!
+//! `dW_g^T[r][co] = sum over images, bands, q of slab[off[r] + q] * dYt[q][co]`,
+//!
+//! where `dYt[q][co] = dY[n][g*cog + co][oy][ox]` for the band's pixels and
+//! zero in the `wp - ow` padding columns of each row (so they add nothing).
+//! The micro-kernel takes 6 taps (rows of `A`, six streams along `q`) times
+//! 16 output channels (a packed panel of `dYt`), reducing over pixels in
+//! chunks of [`QC`], and keeps the `K x cog` sums in a per-task buffer.
+//!
+//! Summation order: every element is one fused multiply-add chain over the
+//! pixels in raster order (images in order), whatever the bands; the
+//! images are cut into a geometry-fixed number of chunks whose partial sums
+//! are added in chunk order, so results do not depend on the thread count.
+//! Threads split the taps, which changes no bit.
+
+use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, fill_slab, fill_taps};
+use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
+use super::sgemm::{self, Init, MR, NR, Panel, TapRows};
+use crate::geometry::Conv2dGeometry;
+
+/// Pixels per micro-kernel call: a 16-channel panel of `dYt` for them is
+/// 8 KiB, which stays in L1 while the tap blocks pass.
+pub(crate) const QC: usize = 128;
+
+/// Fewest output channels per group: the `dYt` panels are 16 channels wide.
+/// LeNet's second layer (16) measured 26.5 against 24.6 GFLOP/s on the
+/// im2col path (medians of 5 alternating runs, 1 thread).
+pub(crate) const MIN_COG: usize = 16;
+
+/// Whether the implicit weight gradient runs `geom` with element type `T`:
+/// f32 on the packed-GEMM machine, stride 1, not pointwise, at least
+/// [`MIN_COG`] output channels per group, the `K x cog` sums within
+/// [`IMPLICIT_MAX_WEIGHT_BYTES`] (the 256 x 2304 layers measured 33 and 32
+/// against 50 and 42 GFLOP/s on the im2col path with their sums cut into
+/// L2-sized blocks of taps), tap offsets within `u32`.
+pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
+    if !super::packed_path::<T>() || geom.stride() != (1, 1) || geom.is_pointwise() || geom.cog() < MIN_COG {
+        return false;
+    }
+    if geom.cog() * geom.k_len() * std::mem::size_of::<f32>() > IMPLICIT_MAX_WEIGHT_BYTES {
+        return false;
+    }
+    let b = implicit::plan_geometry_only(geom);
+    (geom.cig() as u64) * (b.chan_stride as u64) + (b.wp as u64) < u32::MAX as u64
+}
+
+/// How one implicit weight-gradient call is cut into tasks.
+pub(crate) struct Plan {
+    bands: implicit::Plan,
+    nchunks: usize,
+    kb_rows: usize,
+    nkb: usize,
+    ntasks: usize,
+    q_max: usize,
+    slab_len: usize,
+    dyt_len: usize,
+    acc_len: usize,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+    pub(crate) partials_len: usize,
+    pub(crate) index_len: usize,
+}
+
+pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
+    // Bands from the slab size alone, the same for every pool.
+    let bands = implicit::plan_geometry_only(geom);
+    let (groups, cog, k) = (geom.groups(), geom.cog(), geom.k_len());
+    let khkw = geom.kh() * geom.kw();
+    let nchunks = WEIGHT_GRAD_UNITS.div_ceil(groups).min(geom.n());
+    let blocks = k.div_ceil(MR);
+    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
+    let nkb = want.div_ceil(nchunks * groups).clamp(1, blocks);
+    let kb_rows = blocks.div_ceil(nkb) * MR;
+    let nkb = k.div_ceil(kb_rows);
+    // Channels a block of taps touches: at most its rows / khkw + 2.
+    let nch = (kb_rows.div_ceil(khkw) + 1).min(geom.cig());
+    let q_max = bands.band * bands.wp;
+    let slab_len = nch * bands.chan_stride + bands.wp + NR;
+    let dyt_len = sgemm::packed_b_len(q_max, cog);
+    let acc_len = kb_rows * cog.div_ceil(NR) * NR;
+    let ntasks = nchunks * groups * nkb;
+    Plan {
+        nchunks,
+        kb_rows,
+        nkb,
+        ntasks,
+        q_max,
+        slab_len,
+        dyt_len,
+        acc_len,
+        parts: parts_for(ntasks),
+        scratch_len: slab_len + dyt_len + acc_len + 3 * NR,
+        partials_len: (nchunks - 1) * geom.weight_len(),
+        index_len: k,
+        bands,
+    }
+}
+
+/// `dw = conv_weight_grad(x, dy)` for an [`eligible`] geometry; lengths
+/// already checked; `scratch`, `partials` and `offs` hold the plan's lengths.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_grad(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    scratch: &mut [f32],
+    partials: &mut [f32],
+    offs: &mut [u32],
+) {
+    let (batch, c_in, c_out, groups, cig, cog, k) = (
+        geom.n(),
+        geom.c_in(),
+        geom.c_out(),
+        geom.groups(),
+        geom.cig(),
+        geom.cog(),
+        geom.k_len(),
+    );
+    let khkw = geom.kh() * geom.kw();
+    let hw = geom.h() * geom.w();
+    let (oh, ow) = (geom.oh(), geom.ow());
+    let ohw = oh * ow;
+    let b = &p.bands;
+    let wp = b.wp;
+    fill_taps(geom, b, offs);
+    let offs = &*offs;
+    let wlen = geom.weight_len();
+    let dw_ptr = SharedMut(dw.as_mut_ptr());
+    let part_ptr = SharedMut(partials.as_mut_ptr());
+    let npanels = cog.div_ceil(NR);
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
+        let kb = task % p.nkb;
+        let g = (task / p.nkb) % groups;
+        let chunk = task / (p.nkb * groups);
+        let (r0, r1) = (kb * p.kb_rows, ((kb + 1) * p.kb_rows).min(k));
+        let (ci0, ci1) = (r0 / khkw, (r1 - 1) / khkw + 1);
+        let al = sgemm::align_offset(slot);
+        let (slab, rest) = slot[al..].split_at_mut(p.slab_len);
+        let al = sgemm::align_offset(rest);
+        let (dyt, rest) = rest[al..].split_at_mut(p.dyt_len);
+        let al = sgemm::align_offset(rest);
+        let acc = &mut rest[al..al + p.acc_len];
+        acc.fill(0.0);
+        let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
+        for n in n0..n1 {
+            let xb = &x[(n * c_in + g * cig + ci0) * hw..(n * c_in + g * cig + ci1) * hw];
+            let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
+            for band in 0..b.nbands {
+                let (oy0, oy1) = (band * b.band, ((band + 1) * b.band).min(oh));
+                let q_len = (oy1 - oy0) * wp;
+                fill_slab(geom, xb, ci1 - ci0, oy0, oy1, b, slab);
+                // dYt panels: [jp][q][16], zero in the padding columns and
+                // past cog.
+                for jp in 0..npanels {
+                    let panel = &mut dyt[jp * p.q_max * NR..(jp * p.q_max + q_len) * NR];
+                    panel.fill(0.0);
+                    for j in 0..NR.min(cog - jp * NR) {
+                        let plane = &dyg[(jp * NR + j) * ohw..(jp * NR + j + 1) * ohw];
+                        for oy in oy0..oy1 {
+                            let q = (oy - oy0) * wp;
+                            for (ox, &v) in plane[oy * ow..(oy + 1) * ow].iter().enumerate() {
+                                panel[(q + ox) * NR + j] = v;
+                            }
+                        }
+                    }
+                }
+                let ops = Sums {
+                    slab,
+                    // Taps relative to the slab's first channel ci0.
+                    offs: &offs[r0..r1],
+                    base: ci0 * b.chan_stride,
+                    dyt,
+                    q_max: p.q_max,
+                    q_len,
+                    npanels,
+                };
+                // SAFETY: the plan chose this path only where AVX2 and FMA
+                // run; every tap of rows r0..r1 at pixels < q_len + QC lies in
+                // the slab (its channels ci0..ci1 plus the wp + NR slack, as
+                // in the forward), the dYt panels hold q_max >= q_len pixels,
+                // and `acc` holds the block's sums.
+                unsafe { ops.run(acc) };
+            }
+        }
+        let target = if chunk == 0 {
+            dw_ptr.get()
+        } else {
+            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
+            // (chunk - 1) * wlen inside `partials`.
+            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
+        };
+        // acc[(rb * npanels + jp) * 96 + i * 16 + j] is dW^T[r0 + rb*6 + i][jp*16 + j].
+        for r in r0..r1 {
+            let (rb, i) = ((r - r0) / MR, (r - r0) % MR);
+            for co in 0..cog {
+                let (jp, j) = (co / NR, co % NR);
+                // SAFETY: element (g*cog + co, r) of this chunk's target: no
+                // other task of the chunk has this (g, tap block).
+                unsafe { *target.add((g * cog + co) * k + r) = acc[((rb * npanels + jp) * MR + i) * NR + j] };
+            }
+        }
+    });
+    if p.nchunks > 1 {
+        super::weight_grad::add_partials(dw, partials, p.nchunks - 1);
+    }
+}
+
+/// One band's operands.
+struct Sums<'a> {
+    slab: &'a [f32],
+    offs: &'a [u32],
+    base: usize,
+    dyt: &'a [f32],
+    q_max: usize,
+    q_len: usize,
+    npanels: usize,
+}
+
+impl Sums<'_> {
+    /// Adds the band's products into `acc` (`ceil(rows / 6)` blocks of
+    /// `npanels` 6 x 16 tiles).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; the slab must hold every tap
+    /// `off - base + q` for `q < q_len` rounded up to `QC` steps' worth of
+    /// reads past the band (the caller's slack).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run(&self, acc: &mut [f32]) {
+        let mut edge = [[0.0f32; NR]; MR];
+        let rows = self.offs.len();
+        let last = *self.offs.last().expect("a tap block has rows") as usize - self.base;
+        for q0 in (0..self.q_len).step_by(QC) {
+            let len = QC.min(self.q_len - q0);
+            for jp in 0..self.npanels {
+                for rb in 0..rows.div_ceil(MR) {
+                    // Rows past the block repeat its last tap; their sums are
+                    // never read.
+                    let mut ptrs = [std::ptr::null::<f32>(); MR];
+                    for (i, ptr) in ptrs.iter_mut().enumerate() {
+                        let off = self.offs.get(rb * MR + i).map_or(last, |&o| o as usize - self.base);
+                        // SAFETY: a tap of this block, inside the slab.
+                        *ptr = unsafe { self.slab.as_ptr().add(off + q0) };
+                    }
+                    // SAFETY: steps 0..len of each tap row and of panel jp's
+                    // pixels q0.. lie in the slab and dYt; the C tile is
+                    // inside `acc`.
+                    unsafe {
+                        sgemm::kernel_6x16(
+                            len,
+                            TapRows(ptrs),
+                            Panel(self.dyt.as_ptr().add((jp * self.q_max + q0) * NR)),
+                            Init::Load,
+                            acc.as_mut_ptr().add((rb * self.npanels + jp) * MR * NR),
+                            NR,
+                            MR,
+                            NR,
+                            &mut edge,
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run(&self, _acc: &mut [f32]) {
+        unreachable!("the implicit weight gradient runs only where AVX2 and FMA do");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eligible;
+    use crate::geometry::{Conv2dSpec, Padding};
+
+    #[test]
+    fn chosen_for_stride_1_layers_with_16_channels_and_l2_sized_sums() {
+        if !crate::kernels::packed_path::<f32>() {
+            return;
+        }
+        let g = |s: Conv2dSpec| s.build().unwrap();
+        let s = Conv2dSpec::new;
+        assert!(eligible::<f32>(&g(
+            s(8, 64, 56, 56, 64, 3, 3).padding(Padding::symmetric(1))
+        )));
+        assert!(eligible::<f32>(&g(s(64, 6, 12, 12, 16, 5, 5))));
+        assert!(!eligible::<f64>(&g(s(64, 6, 12, 12, 16, 5, 5))));
+        assert!(!eligible::<f32>(&g(s(8, 1, 28, 28, 6, 5, 5))));
+        assert!(!eligible::<f32>(&g(s(8, 64, 56, 56, 128, 3, 3).stride(2, 2))));
+        assert!(!eligible::<f32>(&g(
+            s(8, 256, 14, 14, 256, 3, 3).padding(Padding::symmetric(1))
+        )));
+    }
+}
