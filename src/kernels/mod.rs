@@ -41,7 +41,7 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
         }
         None => {
             let i = input_grad::plan::<T>(geom);
-            (i.parts * i.scratch_len.max(1), 0, 0)
+            (i.parts * i.scratch_len.max(1), i.packed_len, 0)
         }
     };
     let w = weight_grad::plan::<T>(geom);
