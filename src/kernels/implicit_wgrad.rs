@@ -13,7 +13,7 @@
 //! zero in the `wp - ow` padding columns of each row (so they add nothing).
 //! The micro-kernel takes 6 taps (rows of `A`, six streams along `q`) times
 //! 16 output channels (a packed panel of `dYt`), reducing over pixels in
-//! chunks of [`QC`], and keeps the `K x cog` sums in a per-task buffer.
+//! chunks of [`QC`](sgemm::QC) ([`sgemm::sum_rows_panels`]), and keeps the `K x cog` sums in a per-task buffer.
 //!
 //! Summation order: every element is one fused multiply-add chain over the
 //! pixels in raster order (images in order), whatever the bands; the
@@ -23,12 +23,8 @@
 
 use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, fill_slab, fill_taps};
 use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
-use super::sgemm::{self, Init, MR, NR, Panel, TapRows};
+use super::sgemm::{self, MR, NR};
 use crate::geometry::Conv2dGeometry;
-
-/// Pixels per micro-kernel call: a 16-channel panel of `dYt` for them is
-/// 8 KiB, which stays in L1 while the tap blocks pass.
-pub(crate) const QC: usize = 128;
 
 /// Fewest output channels per group: the `dYt` panels are 16 channels wide.
 /// LeNet's second layer (16) measured 26.5 against 24.6 GFLOP/s on the
@@ -174,22 +170,20 @@ pub(crate) fn weight_grad(
                         }
                     }
                 }
-                let ops = Sums {
-                    slab,
-                    // Taps relative to the slab's first channel ci0.
-                    offs: &offs[r0..r1],
-                    base: ci0 * b.chan_stride,
-                    dyt,
-                    q_max: p.q_max,
-                    q_len,
-                    npanels,
+                let base = ci0 * b.chan_stride;
+                let slab_ptr = slab.as_ptr();
+                // Row i of the block: tap r0 + i, relative to the slab's first channel ci0.
+                let row = |i: usize| {
+                    // SAFETY: the tap's offset minus the block's first
+                    // channel lies inside the slab (it holds channels ci0..ci1).
+                    unsafe { slab_ptr.add(offs[r0 + i] as usize - base) }
                 };
                 // SAFETY: the plan chose this path only where AVX2 and FMA
-                // run; every tap of rows r0..r1 at pixels < q_len + QC lies in
-                // the slab (its channels ci0..ci1 plus the wp + NR slack, as
-                // in the forward), the dYt panels hold q_max >= q_len pixels,
-                // and `acc` holds the block's sums.
-                unsafe { ops.run(acc) };
+                // run; every tap row of the block, read at pixels < q_len,
+                // lies in the slab (its channels ci0..ci1 plus the wp + NR
+                // slack, as in the forward); the dYt panels hold q_max >=
+                // q_len pixels each; `acc` holds the block's sums.
+                unsafe { sgemm::sum_rows_panels(r1 - r0, row, dyt, p.q_max, q_len, npanels, acc) };
             }
         }
         let target = if chunk == 0 {
@@ -199,84 +193,12 @@ pub(crate) fn weight_grad(
             // (chunk - 1) * wlen inside `partials`.
             unsafe { part_ptr.get().add((chunk - 1) * wlen) }
         };
-        // acc[(rb * npanels + jp) * 96 + i * 16 + j] is dW^T[r0 + rb*6 + i][jp*16 + j].
-        for r in r0..r1 {
-            let (rb, i) = ((r - r0) / MR, (r - r0) % MR);
-            for co in 0..cog {
-                let (jp, j) = (co / NR, co % NR);
-                // SAFETY: element (g*cog + co, r) of this chunk's target: no
-                // other task of the chunk has this (g, tap block).
-                unsafe { *target.add((g * cog + co) * k + r) = acc[((rb * npanels + jp) * MR + i) * NR + j] };
-            }
-        }
+        // SAFETY: columns r0..r1 of rows g*cog.. of this chunk's target: no
+        // other task of the chunk has this (g, tap block).
+        unsafe { super::weight_grad::store_sums(acc, r1 - r0, cog, target.add(g * cog * k + r0), k) };
     });
     if p.nchunks > 1 {
         super::weight_grad::add_partials(dw, partials, p.nchunks - 1);
-    }
-}
-
-/// One band's operands.
-struct Sums<'a> {
-    slab: &'a [f32],
-    offs: &'a [u32],
-    base: usize,
-    dyt: &'a [f32],
-    q_max: usize,
-    q_len: usize,
-    npanels: usize,
-}
-
-impl Sums<'_> {
-    /// Adds the band's products into `acc` (`ceil(rows / 6)` blocks of
-    /// `npanels` 6 x 16 tiles).
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available; the slab must hold every tap
-    /// `off - base + q` for `q < q_len` rounded up to `QC` steps' worth of
-    /// reads past the band (the caller's slack).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn run(&self, acc: &mut [f32]) {
-        let mut edge = [[0.0f32; NR]; MR];
-        let rows = self.offs.len();
-        let last = *self.offs.last().expect("a tap block has rows") as usize - self.base;
-        for q0 in (0..self.q_len).step_by(QC) {
-            let len = QC.min(self.q_len - q0);
-            for jp in 0..self.npanels {
-                for rb in 0..rows.div_ceil(MR) {
-                    // Rows past the block repeat its last tap; their sums are
-                    // never read.
-                    let mut ptrs = [std::ptr::null::<f32>(); MR];
-                    for (i, ptr) in ptrs.iter_mut().enumerate() {
-                        let off = self.offs.get(rb * MR + i).map_or(last, |&o| o as usize - self.base);
-                        // SAFETY: a tap of this block, inside the slab.
-                        *ptr = unsafe { self.slab.as_ptr().add(off + q0) };
-                    }
-                    // SAFETY: steps 0..len of each tap row and of panel jp's
-                    // pixels q0.. lie in the slab and dYt; the C tile is
-                    // inside `acc`.
-                    unsafe {
-                        sgemm::kernel_6x16(
-                            len,
-                            TapRows(ptrs),
-                            Panel(self.dyt.as_ptr().add((jp * self.q_max + q0) * NR)),
-                            Init::Load,
-                            acc.as_mut_ptr().add((rb * self.npanels + jp) * MR * NR),
-                            NR,
-                            MR,
-                            NR,
-                            &mut edge,
-                            false,
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run(&self, _acc: &mut [f32]) {
-        unreachable!("the implicit weight gradient runs only where AVX2 and FMA do");
     }
 }
 

@@ -487,6 +487,86 @@ pub(crate) unsafe fn kernel_6x16<A: Steps, B: Steps>(
     }
 }
 
+/// Pixels per micro-kernel call of [`sum_rows_panels`]: a 16-channel panel
+/// of `dYt` for them is 8 KiB, which stays in L1 while the row blocks pass.
+pub(crate) const QC: usize = 128;
+
+/// The weight-gradient product `acc += A * B` with `A` given as `rows`
+/// separate rows of `q_len` elements (`row(i)` points at row `i`; the tap
+/// rows of a slab or of a column tile) and `B` as `npanels` packed panels
+/// of `q_len` steps (`dyt[jp * q_max * NR ..]`: 16 output channels per step).
+/// `acc` holds `ceil(rows / MR) * npanels` tiles of `MR x NR`, tile
+/// `(rb, jp)` at `(rb * npanels + jp) * MR * NR`, row-major: element
+/// `(rb*MR + i, jp*NR + j)` of `A * B`. The reduction runs in chunks of
+/// [`QC`] steps, each continuing every element's chain of fused
+/// multiply-adds, so the result does not depend on `QC`.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `row(i)` for `i < rows` must address
+/// `q_len` readable elements; `dyt` must hold `npanels` panels of `q_max >=
+/// q_len` steps; `acc` must hold the tiles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn sum_rows_panels(
+    rows: usize,
+    row: impl Fn(usize) -> *const f32,
+    dyt: &[f32],
+    q_max: usize,
+    q_len: usize,
+    npanels: usize,
+    acc: &mut [f32],
+) {
+    debug_assert!(acc.len() >= rows.div_ceil(MR) * npanels * MR * NR);
+    debug_assert!(dyt.len() >= (npanels - 1) * q_max * NR + q_len * NR);
+    let mut edge = [[0.0f32; NR]; MR];
+    for q0 in (0..q_len).step_by(QC) {
+        let len = QC.min(q_len - q0);
+        for jp in 0..npanels {
+            for rb in 0..rows.div_ceil(MR) {
+                // Rows past the last repeat it; their sums are never read.
+                let mut ptrs = [std::ptr::null::<f32>(); MR];
+                for (i, ptr) in ptrs.iter_mut().enumerate() {
+                    // SAFETY: row(..) addresses q_len elements; q0 + len <= q_len.
+                    *ptr = unsafe { row((rb * MR + i).min(rows - 1)).add(q0) };
+                }
+                // SAFETY: steps 0..len of each row and of panel jp from pixel
+                // q0 lie in the operands; the C tile lies in `acc`.
+                unsafe {
+                    kernel_6x16(
+                        len,
+                        TapRows(ptrs),
+                        Panel(dyt.as_ptr().add((jp * q_max + q0) * NR)),
+                        Init::Load,
+                        acc.as_mut_ptr().add((rb * npanels + jp) * MR * NR),
+                        NR,
+                        MR,
+                        NR,
+                        &mut edge,
+                        false,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Unreachable off x86-64 ([`available`] is false there).
+///
+/// # Safety
+/// Never callable.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn sum_rows_panels(
+    _rows: usize,
+    _row: impl Fn(usize) -> *const f32,
+    _dyt: &[f32],
+    _q_max: usize,
+    _q_len: usize,
+    _npanels: usize,
+    _acc: &mut [f32],
+) {
+    unreachable!("the packed f32 kernels run only where `available()` is true");
+}
+
 /// The offset (in f32) from `s` to its first 64-byte-aligned element, so
 /// that packed panels start on a cache line. At most 15.
 pub(crate) fn align_offset(s: &[f32]) -> usize {

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::im2col::im2col_tile;
 use super::implicit_wgrad;
 use super::parallel::{MIN_BLOCK_ROWS, SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
+use super::sgemm::{self, MR, NR};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -36,7 +37,17 @@ pub(crate) struct Plan {
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
     pub(crate) partials_len: usize,
+    /// Whether the f32 kernel runs (else matrixmultiply).
+    packed: bool,
 }
+
+/// Largest block of sums (`rows x cog` f32) for the f32 kernel path: the
+/// sums, the column tile and the `dY^T` panels must share the 512 KiB L2.
+/// infer_b1_3x3 (270 KiB of sums) measured 37 against 44 GFLOP/s on
+/// matrixmultiply; resnet_1x1_56 (64 KiB) 46 against 37, and the stem,
+/// down_3x3s2 and lenet_c1 (9-147 KiB) within noise (1 thread, medians of 5
+/// alternating runs).
+pub(crate) const PACKED_ACC_BYTES: usize = 256 * 1024;
 
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let (groups, cig) = (geom.groups(), geom.cig());
@@ -57,10 +68,20 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let tiles = Tiling::for_rows::<T>(geom, cib * khkw, 1);
     let ntasks = nchunks * units;
     let parts = parts_for(ntasks);
-    let scratch_len = if geom.is_pointwise() {
+    let col = if geom.is_pointwise() {
         0
     } else {
         cib * khkw * tiles.max_len()
+    };
+    let acc_bytes = (cib * khkw).div_ceil(MR) * MR * geom.cog().div_ceil(NR) * NR * std::mem::size_of::<f32>();
+    let packed = super::packed_path::<T>() && acc_bytes <= PACKED_ACC_BYTES;
+    let scratch_len = if packed {
+        // Column tile, dY^T panels and the block's sums, each aligned.
+        col + sgemm::packed_b_len(tiles.max_len(), geom.cog())
+            + (cib * khkw).div_ceil(MR) * MR * geom.cog().div_ceil(NR) * NR
+            + 3 * NR
+    } else {
+        col
     };
     Plan {
         tiles,
@@ -71,6 +92,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         parts,
         scratch_len,
         partials_len: (nchunks - 1) * geom.weight_len(),
+        packed,
     }
 }
 
@@ -97,6 +119,22 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         return;
     }
     let p = plan::<T>(geom);
+    if p.packed {
+        ws.scratch_mut(p.parts * p.scratch_len);
+        ws.partials_mut(p.partials_len);
+        let f32s = (
+            T::as_f32(x),
+            T::as_f32(dy),
+            T::as_f32_mut(dw),
+            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
+            T::as_f32_mut(&mut ws.partials[..p.partials_len]),
+        );
+        let (Some(x), Some(dy), Some(dw), Some(scratch), Some(partials)) = f32s else {
+            unreachable!("the packed plan is made for f32 only");
+        };
+        weight_grad_packed(geom, &p, x, dy, dw, scratch, partials);
+        return;
+    }
     let (batch, c_in, c_out, groups, cig, cog, k) = (
         geom.n(),
         geom.c_in(),
@@ -176,6 +214,128 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
     });
     if p.nchunks > 1 {
         add_partials(dw, &ws.partials[..p.partials_len], p.nchunks - 1);
+    }
+}
+
+/// The f32 weight gradient on ferroconv's own kernel where the implicit path
+/// does not run: per (image chunk, group, channel block), the block's sums
+/// `dW_g^T[rows x cog]` accumulate [`sgemm::sum_rows_panels`] of the
+/// row-major column tiles (rows read in place) times `dY^T` panels of the
+/// tile, pixel after pixel, then go transposed into `dW` or the chunk's
+/// partial buffer. Same tasks, chunks and tiles as the matrixmultiply path.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_packed(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    scratch: &mut [f32],
+    partials: &mut [f32],
+) {
+    let (batch, c_in, c_out, groups, cig, cog, k) = (
+        geom.n(),
+        geom.c_in(),
+        geom.c_out(),
+        geom.groups(),
+        geom.cig(),
+        geom.cog(),
+        geom.k_len(),
+    );
+    let khkw = geom.kh() * geom.kw();
+    let hw = geom.h() * geom.w();
+    let ohw = geom.oh() * geom.ow();
+    let wlen = geom.weight_len();
+    let pointwise = geom.is_pointwise();
+    let npanels = cog.div_ceil(NR);
+    let tl_max = p.tiles.max_len();
+    let col_len = if pointwise { 0 } else { p.cib * khkw * tl_max };
+    let dyt_len = sgemm::packed_b_len(tl_max, cog);
+    let acc_len = (p.cib * khkw).div_ceil(MR) * MR * npanels * NR;
+    let dw_ptr = SharedMut(dw.as_mut_ptr());
+    let part_ptr = SharedMut(partials.as_mut_ptr());
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
+        let b = task % p.nblocks;
+        let g = (task / p.nblocks) % groups;
+        let chunk = task / (p.nblocks * groups);
+        let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
+        let rows = (c1 - c0) * khkw;
+        let al = sgemm::align_offset(slot);
+        let (col, rest) = slot[al..].split_at_mut(col_len);
+        let al = sgemm::align_offset(rest);
+        let (dyt, rest) = rest[al..].split_at_mut(dyt_len);
+        let al = sgemm::align_offset(rest);
+        let acc = &mut rest[al..al + acc_len];
+        acc.fill(0.0);
+        let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
+        for n in n0..n1 {
+            let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
+            let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
+            for t in 0..p.tiles.ntiles {
+                let (p0, p1) = p.tiles.range(t);
+                let tl = p1 - p0;
+                // dY^T panels of the tile: dyt[(jp * tl_max + q) * NR + j] = dY[jp*16 + j][p0 + q].
+                for jp in 0..npanels {
+                    let panel = &mut dyt[jp * tl_max * NR..(jp * tl_max + tl) * NR];
+                    for j in 0..NR {
+                        let co = jp * NR + j;
+                        if co < cog {
+                            for (q, &v) in dyg[co * ohw + p0..co * ohw + p1].iter().enumerate() {
+                                panel[q * NR + j] = v;
+                            }
+                        } else {
+                            for q in 0..tl {
+                                panel[q * NR + j] = 0.0;
+                            }
+                        }
+                    }
+                }
+                let (rows_ptr, rs) = if pointwise {
+                    (xb[p0..].as_ptr(), hw)
+                } else {
+                    im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
+                    (col.as_ptr(), tl)
+                };
+                // SAFETY: the packed kernel is available (the plan chose it);
+                // row i of A is the column tile's row i (or, 1x1, input plane
+                // i at pixel p0), tl readable elements each; dyt holds npanels
+                // panels of tl_max >= tl steps; acc holds the block's tiles.
+                unsafe {
+                    sgemm::sum_rows_panels(rows, |i| rows_ptr.add(i * rs), dyt, tl_max, tl, npanels, acc);
+                }
+            }
+        }
+        let target = if chunk == 0 {
+            dw_ptr.get()
+        } else {
+            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
+            // (chunk - 1) * wlen inside `partials`.
+            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
+        };
+        // SAFETY: this task alone writes columns c0*khkw.. of rows g*cog..
+        // of its chunk's target (distinct (g, block) within a chunk).
+        unsafe { store_sums(acc, rows, cog, target.add(g * cog * k + c0 * khkw), k) };
+    });
+    if p.nchunks > 1 {
+        add_partials(dw, partials, p.nchunks - 1);
+    }
+}
+
+/// Writes the sums `acc` of [`sgemm::sum_rows_panels`] (`rows x cog`,
+/// tiled) transposed: `dst[co * ldd + r] = acc(r, co)`.
+///
+/// # Safety
+/// `dst + co * ldd + r` must be writable for `co < cog`, `r < rows`, and
+/// touched by no other thread.
+pub(crate) unsafe fn store_sums(acc: &[f32], rows: usize, cog: usize, dst: *mut f32, ldd: usize) {
+    let npanels = cog.div_ceil(NR);
+    for co in 0..cog {
+        let (jp, j) = (co / NR, co % NR);
+        for r in 0..rows {
+            let (rb, i) = (r / MR, r % MR);
+            // SAFETY: the caller's contract.
+            unsafe { *dst.add(co * ldd + r) = acc[((rb * npanels + jp) * MR + i) * NR + j] };
+        }
     }
 }
 
