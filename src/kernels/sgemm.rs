@@ -35,6 +35,12 @@ pub(crate) const NR: usize = 16;
 /// Longer reductions are cut into `ceil(k / KC)` nearly equal chunks.
 pub(crate) const KC: usize = 256;
 
+/// `A` panels per row block of [`gemm`]: every `B` panel passes one block of
+/// `A` (at most `MC_PANELS * MR * KC` f32, 120 KiB) before the next, so a
+/// tall `A` (the input gradient's `W^T`, 333 x 256 on a batch-1 14x14 layer,
+/// 333 KiB) stays in L2 instead of streaming from L3 for every panel of `B`.
+pub(crate) const MC_PANELS: usize = 20;
+
 /// Whether the packed kernel runs on this machine: AVX2 and FMA detected and
 /// not disabled by `FERROCONV_ISA=generic` (then matrixmultiply runs).
 pub(crate) fn available() -> bool {
@@ -69,7 +75,30 @@ pub(crate) fn pack_a(src: &[f32], m: usize, k: usize, rs: usize, cs: usize, dst:
     if k == 0 {
         return;
     }
-    for (ip, panel) in dst[..packed_a_len(m, k)].chunks_exact_mut(MR * k).enumerate() {
+    let dst = &mut dst[..packed_a_len(m, k)];
+    if rs == 1 {
+        // Columns contiguous (A = W^T): read each source column once, in
+        // order, and drop MR elements into every panel (walking panel by
+        // panel instead reads the whole matrix in a cache-hostile order:
+        // 24 bytes per 64-byte line).
+        let (full, rest) = (m / MR, m % MR);
+        for p in 0..k {
+            let col = &src[p * cs..p * cs + m];
+            for ip in 0..full {
+                let d: &mut [f32; MR] = (&mut dst[ip * MR * k + p * MR..ip * MR * k + (p + 1) * MR])
+                    .try_into()
+                    .unwrap();
+                *d = col[ip * MR..(ip + 1) * MR].try_into().unwrap();
+            }
+            if rest > 0 {
+                let d = &mut dst[full * MR * k + p * MR..full * MR * k + (p + 1) * MR];
+                d[..rest].copy_from_slice(&col[full * MR..]);
+                d[rest..].fill(0.0);
+            }
+        }
+        return;
+    }
+    for (ip, panel) in dst.chunks_exact_mut(MR * k).enumerate() {
         let rows = MR.min(m - ip * MR);
         if cs == 1 {
             // Rows contiguous: read each row once, write it strided.
@@ -256,8 +285,10 @@ pub(crate) unsafe fn gemm(
     }
 }
 
-/// The loop nest: `B` panels outermost (one micro-panel of at most `KC` steps
-/// stays in L1), then the reduction chunks, then the `A` panels.
+/// The loop nest: blocks of [`MC_PANELS`] `A` panels outermost, then `B`
+/// panels (one micro-panel of at most `KC` steps stays in L1), then the
+/// reduction chunks, then the block's `A` panels. The blocking changes no
+/// element's arithmetic.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -275,28 +306,31 @@ unsafe fn gemm_avx2(
 ) {
     let nk = k.div_ceil(KC).max(1);
     let mut edge = [[0.0f32; NR]; MR];
-    for jp in 0..n.div_ceil(NR) {
-        let nr = NR.min(n - jp * NR);
-        for kc in 0..nk {
-            let (k0, k1) = (kc * k / nk, (kc + 1) * k / nk);
-            for ip in 0..m.div_ceil(MR) {
-                let mr = MR.min(m - ip * MR);
-                // SAFETY: panel ip of A and panel jp of B exist and hold steps
-                // k0..k1; the C block (ip*MR.., jp*NR..) of mr x nr lies in C
-                // (all by the caller's contract).
-                unsafe {
-                    kernel_6x16(
-                        k1 - k0,
-                        APanel(a.add(ip * a_stride + k0 * MR)),
-                        Panel(b.add(jp * b_stride + k0 * NR)),
-                        if accumulate || kc > 0 { Init::Load } else { Init::Zero },
-                        c.add(ip * MR * rsc + jp * NR),
-                        rsc,
-                        mr,
-                        nr,
-                        &mut edge,
-                        false,
-                    );
+    let mpanels = m.div_ceil(MR);
+    for ic in (0..mpanels).step_by(MC_PANELS) {
+        for jp in 0..n.div_ceil(NR) {
+            let nr = NR.min(n - jp * NR);
+            for kc in 0..nk {
+                let (k0, k1) = (kc * k / nk, (kc + 1) * k / nk);
+                for ip in ic..mpanels.min(ic + MC_PANELS) {
+                    let mr = MR.min(m - ip * MR);
+                    // SAFETY: panel ip of A and panel jp of B exist and hold steps
+                    // k0..k1; the C block (ip*MR.., jp*NR..) of mr x nr lies in C
+                    // (all by the caller's contract).
+                    unsafe {
+                        kernel_6x16(
+                            k1 - k0,
+                            APanel(a.add(ip * a_stride + k0 * MR)),
+                            Panel(b.add(jp * b_stride + k0 * NR)),
+                            if accumulate || kc > 0 { Init::Load } else { Init::Zero },
+                            c.add(ip * MR * rsc + jp * NR),
+                            rsc,
+                            mr,
+                            nr,
+                            &mut edge,
+                            false,
+                        );
+                    }
                 }
             }
         }
