@@ -16,9 +16,11 @@ S=${SECONDS_PER_CELL:-0.3}
 for isa in avx512 avx2 generic; do
   for t in against_reference determinism; do
     FERROCONV_ISA=$isa timeout 120 .device/$t > /tmp/test.txt 2>&1; rc=$?
-    { echo "== $t FERROCONV_ISA=$isa rc=$rc"; grep -E "test result|panicked|FAILED" /tmp/test.txt | head -5; } >> "$OUT/tests.txt"
+    { echo "== $t FERROCONV_ISA=$isa rc=$rc"; grep -E "test result|panicked|FAILED" -A3 /tmp/test.txt | head -12; } >> "$OUT/tests.txt"
   done
 done
+# The AVX-512 kernels' speed against the AVX2 ones at 1 and 16 threads.
+FERROCONV_ISA=avx2 timeout 120 .device/bench_report --no-naive --threads 1,16 --seconds "$S" --csv "$OUT/avx2.csv" > /dev/null 2>&1
 cat "$OUT/tests.txt"
 timeout 200 python3 .device/torch_suite.py benches/bench-shapes.csv --threads "$T" --seconds "$S" > "$OUT/torch.csv" 2> "$OUT/torch.err"
 echo "torch rc=$?"

@@ -22,7 +22,7 @@
 //! scattered column by column.
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
-use super::sgemm::{self, Init, MR, NR, Panel, Taps};
+use super::sgemm::{self, Init, MR, NR, Taps};
 use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
 use rayon::prelude::*;
 
@@ -329,7 +329,8 @@ struct Band<'a> {
     ow: usize,
     ohw: usize,
     bias: Option<&'a [f32]>,
-    /// Per weight panel, the 6 x 16 block being summed over the reduction chunks.
+    /// The 6-pixel block's sums over the reduction chunks, `MR` rows of the
+    /// output channels rounded up to 16.
     acc: &'a mut [f32],
 }
 
@@ -345,16 +346,18 @@ impl Band<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run(&mut self, y: *mut f32) {
-        let mut edge = [[0.0f32; NR]; MR];
-        let mut bias_v = [0.0f32; NR];
+        let mut bias_v = [0.0f32; 2 * NR];
         let npanels = self.cog.div_ceil(NR);
+        let ld = npanels * NR;
+        let w = sgemm::panels_per_call();
         let nk = self.k.div_ceil(IMPLICIT_KC).max(1);
         for qb in 0..self.q_len.div_ceil(MR) {
             let q0 = qb * MR;
             for kc in 0..nk {
                 let (k0, k1) = (kc * self.k / nk, (kc + 1) * self.k / nk);
-                for jp in 0..npanels {
-                    let nr = NR.min(self.cog - jp * NR);
+                for jp in (0..npanels).step_by(w) {
+                    let nr = (w * NR).min(self.cog - jp * NR);
+                    let jq = if jp + 1 < npanels { jp + 1 } else { jp };
                     let init = match (kc, self.bias) {
                         (0, Some(b)) => {
                             bias_v[..nr].copy_from_slice(&b[jp * NR..jp * NR + nr]);
@@ -364,23 +367,23 @@ impl Band<'_> {
                         _ => Init::Load,
                     };
                     // SAFETY: the taps k0..k1 of pixels q0..q0+MR lie in the
-                    // slab (see the function's contract); weight panel jp
-                    // holds k steps; C is panel jp's 6 x 16 block of `acc`.
+                    // slab (see the function's contract); weight panels jp
+                    // and jq hold k steps; C is columns jp*NR.. of the 6-row
+                    // block `acc`.
                     unsafe {
-                        sgemm::kernel_6x16(
+                        sgemm::micro(
                             k1 - k0,
                             Taps {
                                 base: self.slab.as_ptr().add(q0),
                                 offs: self.offs.as_ptr().add(k0),
                             },
-                            Panel(self.a.as_ptr().add(jp * NR * self.k + k0 * NR)),
+                            self.a.as_ptr().add(jp * NR * self.k + k0 * NR),
+                            self.a.as_ptr().add(jq * NR * self.k + k0 * NR),
                             init,
-                            self.acc.as_mut_ptr().add(jp * NR * MR),
-                            NR,
+                            self.acc.as_mut_ptr().add(jp * NR),
+                            ld,
                             MR,
-                            NR,
-                            &mut edge,
-                            false,
+                            nr,
                         );
                     }
                 }
@@ -390,15 +393,11 @@ impl Band<'_> {
             for r in 0..MR.min(self.q_len - q0) {
                 if ox < self.ow {
                     let dst = oy * self.ow + ox;
-                    for jp in 0..npanels {
-                        let nr = NR.min(self.cog - jp * NR);
-                        // acc[jp][r][j]: pixel q0 + r, output channel jp*NR + j.
-                        let row = &self.acc[(jp * MR + r) * NR..(jp * MR + r) * NR + nr];
-                        for (j, &v) in row.iter().enumerate() {
-                            // SAFETY: output row oy < band rows, column ox < ow,
-                            // channel jp*NR + j < cog: inside the band's block.
-                            unsafe { *y.add((jp * NR + j) * self.ohw + dst) = v };
-                        }
+                    // acc[r * ld + co]: pixel q0 + r, output channel co.
+                    for (co, &v) in self.acc[r * ld..r * ld + self.cog].iter().enumerate() {
+                        // SAFETY: output row oy < band rows, column ox < ow,
+                        // channel co < cog: inside the band's block.
+                        unsafe { *y.add(co * self.ohw + dst) = v };
                     }
                 }
                 ox += 1;

@@ -4,10 +4,14 @@
 //! once, generically, and compiled again inside `#[target_feature]` wrappers
 //! for AVX2 and AVX-512F. [`isa`] detects the best one once and caches it;
 //! `FERROCONV_ISA=avx512|avx2|generic` forces a path (at most the detected
-//! one), so tests can run every path on one machine. The wrappers use the same
-//! scalar operations in the same order (a multiply, then an add: no fused
-//! multiply-add), only wider, so every path gives bitwise the same results.
-//! (matrixmultiply picks its own kernels the same way.)
+//! one), so tests can run every path on one machine. The depthwise wrappers
+//! use the same scalar operations in the same order (a multiply, then an add:
+//! no fused multiply-add), only wider, so every path gives bitwise the same
+//! results there. The f32 GEMM micro-kernels ([`super::sgemm`]: 6 x 32 on
+//! AVX-512F, 6 x 16 on AVX2 + FMA) run the same chain of fused multiply-adds
+//! per element, so those two agree bitwise; `generic` runs matrixmultiply
+//! instead (it picks its own kernels the same way), whose results differ in
+//! the last bits. Within one path, results never depend on the thread count.
 
 use std::sync::OnceLock;
 

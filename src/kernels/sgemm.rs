@@ -305,30 +305,31 @@ unsafe fn gemm_avx2(
     accumulate: bool,
 ) {
     let nk = k.div_ceil(KC).max(1);
-    let mut edge = [[0.0f32; NR]; MR];
     let mpanels = m.div_ceil(MR);
+    let npanels = n.div_ceil(NR);
+    let w = panels_per_call();
     for ic in (0..mpanels).step_by(MC_PANELS) {
-        for jp in 0..n.div_ceil(NR) {
-            let nr = NR.min(n - jp * NR);
+        for jp in (0..npanels).step_by(w) {
+            let nr = (w * NR).min(n - jp * NR);
+            let jq = if jp + 1 < npanels { jp + 1 } else { jp };
             for kc in 0..nk {
                 let (k0, k1) = (kc * k / nk, (kc + 1) * k / nk);
                 for ip in ic..mpanels.min(ic + MC_PANELS) {
                     let mr = MR.min(m - ip * MR);
-                    // SAFETY: panel ip of A and panel jp of B exist and hold steps
-                    // k0..k1; the C block (ip*MR.., jp*NR..) of mr x nr lies in C
-                    // (all by the caller's contract).
+                    // SAFETY: panel ip of A and panels jp, jq of B exist and
+                    // hold steps k0..k1; the C block (ip*MR.., jp*NR..) of
+                    // mr x nr lies in C (all by the caller's contract).
                     unsafe {
-                        kernel_6x16(
+                        micro(
                             k1 - k0,
                             APanel(a.add(ip * a_stride + k0 * MR)),
-                            Panel(b.add(jp * b_stride + k0 * NR)),
+                            b.add(jp * b_stride + k0 * NR),
+                            b.add(jq * b_stride + k0 * NR),
                             if accumulate || kc > 0 { Init::Load } else { Init::Zero },
                             c.add(ip * MR * rsc + jp * NR),
                             rsc,
                             mr,
                             nr,
-                            &mut edge,
-                            false,
                         );
                     }
                 }
@@ -426,13 +427,83 @@ pub(crate) enum Init {
     Zero,
     /// The old `C` (accumulate).
     Load,
-    /// `bias[j]` in every row of column `j` (`NR` readable values).
+    /// `bias[j]` in every row of column `j` (`NR` readable values per panel).
     ColBias(*const f32),
 }
 
-/// One `mr x nr` (at most 6 x 16) block of `C` from `k` steps of 12 FMAs,
-/// stored at `c` (row stride `rsc`), or, when `to_edge`, into `edge` whole
-/// (the caller places the columns; `c` is then not touched).
+/// `B` panels one micro-kernel call covers: 2 (a 6 x 32 block of `C`) where
+/// the AVX-512 kernel runs, else 1 (6 x 16, AVX2). `FERROCONV_PANELS=2`
+/// forces the two-panel loops on an AVX2 machine (each call then runs the
+/// 6 x 16 kernel twice), so the tests cover that bookkeeping everywhere.
+pub(crate) fn panels_per_call() -> usize {
+    use std::sync::OnceLock;
+    static W: OnceLock<usize> = OnceLock::new();
+    *W.get_or_init(|| {
+        if wide_kernel() || std::env::var("FERROCONV_PANELS").as_deref() == Ok("2") {
+            2
+        } else {
+            1
+        }
+    })
+}
+
+/// Whether the 6 x 32 AVX-512 micro-kernel runs (AVX-512F detected and not
+/// disabled by `FERROCONV_ISA`).
+fn wide_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::isa::isa() == super::isa::Isa::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One `mr x nr` block of `C` (`mr <= MR`, `nr <= NR * panels_per_call()`)
+/// from `k` steps: `A` from `a`, columns `0..16` of `B` from the panel at
+/// `b0`, columns `16..32` from the panel at `b1` (pass `b1 = b0` when there
+/// is no second panel). Stored at `c` (row stride `rsc`).
+///
+/// # Safety
+/// [`available`] must be true; `a` must hold `k` steps, `b0` and `b1` `k`
+/// steps of `NR` elements; with `Init::ColBias`, `nr` rounded up to 16 bias
+/// values must be readable; the `mr x nr` block at `c` must be writable (and
+/// readable with `Init::Load`) and alias neither operand.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn micro<A: Steps>(
+    k: usize,
+    a: A,
+    b0: *const f32,
+    b1: *const f32,
+    init: Init,
+    c: *mut f32,
+    rsc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    if wide_kernel() {
+        // SAFETY: AVX-512F detected; the operands as the caller guarantees.
+        unsafe { kernel_6x32_avx512(k, a, b0, b1, init, c, rsc, mr, nr) };
+        return;
+    }
+    // SAFETY: AVX2 and FMA (`available`); the operands as the caller guarantees.
+    unsafe {
+        kernel_6x16(k, a, Panel(b0), init, c, rsc, mr, nr.min(NR));
+        if nr > NR {
+            let init = match init {
+                Init::ColBias(bias) => Init::ColBias(bias.add(NR)),
+                other => other,
+            };
+            kernel_6x16(k, a, Panel(b1), init, c.add(NR), rsc, mr, nr - NR);
+        }
+    }
+}
+
+/// One `mr x nr` (at most 6 x 16) block of `C` from `k` steps of 12 FMAs
+/// (AVX2), stored at `c` (row stride `rsc`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -446,11 +517,11 @@ pub(crate) unsafe fn kernel_6x16<A: Steps, B: Steps>(
     rsc: usize,
     mr: usize,
     nr: usize,
-    edge: &mut [[f32; NR]; MR],
-    to_edge: bool,
 ) {
-    let full = mr == MR && nr == NR && !to_edge;
+    let full = mr == MR && nr == NR;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // Edge blocks go through this buffer so that loads and stores stay in C.
+    let mut edge = [[0.0f32; NR]; MR];
     match init {
         Init::Zero => {}
         Init::ColBias(bias) => {
@@ -504,18 +575,105 @@ pub(crate) unsafe fn kernel_6x16<A: Steps, B: Steps>(
         }
         return;
     }
-    for (r, row) in acc.iter().enumerate() {
-        // SAFETY: `edge[r]` holds 16 f32.
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: `edge[r]` holds 16 f32; then r < mr, j < nr lie in C.
         unsafe {
             _mm256_storeu_ps(edge[r].as_mut_ptr(), row[0]);
             _mm256_storeu_ps(edge[r].as_mut_ptr().add(8), row[1]);
+            for (j, &v) in edge[r].iter().enumerate().take(nr) {
+                *c.add(r * rsc + j) = v;
+            }
         }
     }
-    if !to_edge {
-        for (r, e) in edge.iter().enumerate().take(mr) {
-            for (j, &v) in e.iter().enumerate().take(nr) {
-                // SAFETY: r < mr, j < nr lie in C.
-                unsafe { *c.add(r * rsc + j) = v };
+}
+
+/// One `mr x nr` (at most 6 x 32) block of `C` from `k` steps of 12 FMAs on
+/// 16-lane registers (AVX-512F): two adjacent `B` panels at once, the same
+/// chain of fused multiply-adds per element as [`kernel_6x16`], so both
+/// kernels give bitwise the same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6x32_avx512<A: Steps>(
+    k: usize,
+    a: A,
+    b0: *const f32,
+    b1: *const f32,
+    init: Init,
+    c: *mut f32,
+    rsc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    let full = mr == MR && nr == 2 * NR;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut edge = [[0.0f32; 2 * NR]; MR];
+    match init {
+        Init::Zero => {}
+        Init::ColBias(bias) => {
+            // SAFETY: the caller provides nr rounded up to 16 bias values;
+            // the second half is read only when nr > 16.
+            let v0 = unsafe { _mm512_loadu_ps(bias) };
+            let v1 = if nr > NR {
+                // SAFETY: as above.
+                unsafe { _mm512_loadu_ps(bias.add(NR)) }
+            } else {
+                _mm512_setzero_ps()
+            };
+            acc = [[v0, v1]; MR];
+        }
+        Init::Load if full => {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: a full block: row r, columns 0..32 lie in C.
+                unsafe {
+                    row[0] = _mm512_loadu_ps(c.add(r * rsc));
+                    row[1] = _mm512_loadu_ps(c.add(r * rsc + NR));
+                }
+            }
+        }
+        Init::Load => {
+            for (r, row) in acc.iter_mut().enumerate().take(mr) {
+                for (j, e) in edge[r].iter_mut().enumerate().take(nr) {
+                    // SAFETY: r < mr, j < nr: inside C.
+                    *e = unsafe { *c.add(r * rsc + j) };
+                }
+                // SAFETY: `edge[r]` holds 32 f32.
+                unsafe {
+                    row[0] = _mm512_loadu_ps(edge[r].as_ptr());
+                    row[1] = _mm512_loadu_ps(edge[r].as_ptr().add(NR));
+                }
+            }
+        }
+    }
+    for p in 0..k {
+        // SAFETY: step p of the operands: MR elements of A, NR of each panel.
+        unsafe {
+            let z0 = _mm512_loadu_ps(b0.add(p * NR));
+            let z1 = _mm512_loadu_ps(b1.add(p * NR));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.elem(p, r));
+                row[0] = _mm512_fmadd_ps(av, z0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, z1, row[1]);
+            }
+        }
+    }
+    if full {
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: a full block, as above.
+            unsafe {
+                _mm512_storeu_ps(c.add(r * rsc), row[0]);
+                _mm512_storeu_ps(c.add(r * rsc + NR), row[1]);
+            }
+        }
+        return;
+    }
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: `edge[r]` holds 32 f32; then r < mr, j < nr lie in C.
+        unsafe {
+            _mm512_storeu_ps(edge[r].as_mut_ptr(), row[0]);
+            _mm512_storeu_ps(edge[r].as_mut_ptr().add(NR), row[1]);
+            for (j, &v) in edge[r].iter().enumerate().take(nr) {
+                *c.add(r * rsc + j) = v;
             }
         }
     }
@@ -529,16 +687,15 @@ pub(crate) const QC: usize = 128;
 /// separate rows of `q_len` elements (`row(i)` points at row `i`; the tap
 /// rows of a slab or of a column tile) and `B` as `npanels` packed panels
 /// of `q_len` steps (`dyt[jp * q_max * NR ..]`: 16 output channels per step).
-/// `acc` holds `ceil(rows / MR) * npanels` tiles of `MR x NR`, tile
-/// `(rb, jp)` at `(rb * npanels + jp) * MR * NR`, row-major: element
-/// `(rb*MR + i, jp*NR + j)` of `A * B`. The reduction runs in chunks of
-/// [`QC`] steps, each continuing every element's chain of fused
-/// multiply-adds, so the result does not depend on `QC`.
+/// `acc` is row-major, `ceil(rows / MR) * MR` rows of `npanels * NR`:
+/// element `(r, co)` of `A * B` at `acc[r * npanels * NR + co]`. The
+/// reduction runs in chunks of [`QC`] steps, each continuing every element's
+/// chain of fused multiply-adds, so the result does not depend on `QC`.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `row(i)` for `i < rows` must address
 /// `q_len` readable elements; `dyt` must hold `npanels` panels of `q_max >=
-/// q_len` steps; `acc` must hold the tiles.
+/// q_len` steps; `acc` must hold the rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn sum_rows_panels(
@@ -550,12 +707,15 @@ pub(crate) unsafe fn sum_rows_panels(
     npanels: usize,
     acc: &mut [f32],
 ) {
-    debug_assert!(acc.len() >= rows.div_ceil(MR) * npanels * MR * NR);
+    let ld = npanels * NR;
+    debug_assert!(acc.len() >= rows.div_ceil(MR) * MR * ld);
     debug_assert!(dyt.len() >= (npanels - 1) * q_max * NR + q_len * NR);
-    let mut edge = [[0.0f32; NR]; MR];
+    let w = panels_per_call();
     for q0 in (0..q_len).step_by(QC) {
         let len = QC.min(q_len - q0);
-        for jp in 0..npanels {
+        for jp in (0..npanels).step_by(w) {
+            let jq = if jp + 1 < npanels { jp + 1 } else { jp };
+            let nr = (w * NR).min(ld - jp * NR);
             for rb in 0..rows.div_ceil(MR) {
                 // Rows past the last repeat it; their sums are never read.
                 let mut ptrs = [std::ptr::null::<f32>(); MR];
@@ -563,20 +723,19 @@ pub(crate) unsafe fn sum_rows_panels(
                     // SAFETY: row(..) addresses q_len elements; q0 + len <= q_len.
                     *ptr = unsafe { row((rb * MR + i).min(rows - 1)).add(q0) };
                 }
-                // SAFETY: steps 0..len of each row and of panel jp from pixel
-                // q0 lie in the operands; the C tile lies in `acc`.
+                // SAFETY: steps 0..len of each row and of panels jp, jq from
+                // pixel q0 lie in the operands; the C block lies in `acc`.
                 unsafe {
-                    kernel_6x16(
+                    micro(
                         len,
                         TapRows(ptrs),
-                        Panel(dyt.as_ptr().add((jp * q_max + q0) * NR)),
+                        dyt.as_ptr().add((jp * q_max + q0) * NR),
+                        dyt.as_ptr().add((jq * q_max + q0) * NR),
                         Init::Load,
-                        acc.as_mut_ptr().add((rb * npanels + jp) * MR * NR),
-                        NR,
+                        acc.as_mut_ptr().add(rb * MR * ld + jp * NR),
+                        ld,
                         MR,
-                        NR,
-                        &mut edge,
-                        false,
+                        nr,
                     );
                 }
             }

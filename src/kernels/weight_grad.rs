@@ -322,19 +322,17 @@ fn weight_grad_packed(
 }
 
 /// Writes the sums `acc` of [`sgemm::sum_rows_panels`] (`rows x cog`,
-/// tiled) transposed: `dst[co * ldd + r] = acc(r, co)`.
+/// row stride `cog` rounded up to 16) transposed: `dst[co * ldd + r] = acc(r, co)`.
 ///
 /// # Safety
 /// `dst + co * ldd + r` must be writable for `co < cog`, `r < rows`, and
 /// touched by no other thread.
 pub(crate) unsafe fn store_sums(acc: &[f32], rows: usize, cog: usize, dst: *mut f32, ldd: usize) {
-    let npanels = cog.div_ceil(NR);
-    for co in 0..cog {
-        let (jp, j) = (co / NR, co % NR);
-        for r in 0..rows {
-            let (rb, i) = (r / MR, r % MR);
+    let ld = cog.div_ceil(NR) * NR;
+    for r in 0..rows {
+        for (co, &v) in acc[r * ld..r * ld + cog].iter().enumerate() {
             // SAFETY: the caller's contract.
-            unsafe { *dst.add(co * ldd + r) = acc[((rb * npanels + jp) * MR + i) * NR + j] };
+            unsafe { *dst.add(co * ldd + r) = v };
         }
     }
 }
