@@ -11,7 +11,8 @@ fn main() {
     let mut y = vec![0f32; g.output_len()];
     let mut dx = vec![0f32; g.input_len()];
     let mut dw = vec![0f32; g.weight_len()];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let threads: usize = std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let mut ws = Workspace::for_geometry(&g);
         let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
