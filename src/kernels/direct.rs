@@ -10,11 +10,14 @@
 //! multiply-add over an output row for stride 1 that the compiler vectorizes;
 //! the planes stay in L1.
 //!
-//! Measured (bench_report, 1 thread, depthwise_3x3): forward 1.6 -> 7.3,
-//! input gradient 1.7 -> 4.9, weight gradient 1.3 -> 4.1 GFLOP/s against
-//! im2col + GEMM. Eligibility: [`eligible`] (any stride, padding, dilation);
+//! Measured when first built (bench_report, 1 thread, depthwise_3x3):
+//! forward 1.6 -> 7.3, input gradient 1.7 -> 4.9, weight gradient 1.3 -> 4.1
+//! GFLOP/s against im2col + GEMM (the register-blocked stride-1 loops below
+//! came later). Eligibility: [`eligible`] (any stride, padding, dilation);
 //! everything else falls back to im2col + GEMM.
-//! The input and weight gradients are the same loops transposed. The
+//! The stride-1 input gradient is the forward loop on `dY` with the kernel
+//! flipped ([`flipped_plane_geometry`]); other strides scatter, and the
+//! weight gradient is one row dot product per tap. The
 //! summation order of every element is fixed (bias, then taps in `(ky, kx)`
 //! order; for the weight gradient images, rows, then 8 interleaved lanes per
 //! row), and the parallel tasks are whole planes, so results do not depend on
@@ -25,7 +28,7 @@ use rayon::prelude::*;
 use super::im2col::valid_range;
 use super::isa;
 use crate::element::Element;
-use crate::geometry::Conv2dGeometry;
+use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
 
 /// True when the direct kernels serve `geom`: depthwise layers, one input
 /// channel per group with more than one group. A single-channel input with
@@ -80,17 +83,102 @@ fn axpy<T: Element>(y: &mut [T], x: &[T], a: T) {
     }
 }
 
-/// One output plane: bias, then every tap's multiply-add over its valid rows.
+/// Output pixels one pass over the taps computes in registers (stride 1):
+/// four 8-lane f32 vectors, so four independent chains of adds hide their
+/// latency.
+const BLOCK: usize = 32;
+
+/// One output plane: `yp[p] = start + sum over valid taps (ky, kx), in that
+/// order, of wk[tap] * x`, where `start` is `b`, or the old `yp[p]` when
+/// `accumulate`.
+///
+/// Stride 1 (any dilation and padding): per output row, the interior pixels
+/// (every `kx` in bounds) go in blocks of [`BLOCK`], all taps accumulated in
+/// registers and stored once; the last block is shifted back to end at the
+/// interior's end (recomputing a few pixels with the same operations), and
+/// only the border pixels run the scalar loop. Rows with a `ky` out of
+/// bounds skip that tap row. Measured against one pass over the plane per
+/// tap (depthwise_3x3, 1 thread, medians of 5 alternating runs): forward
+/// 4.4 -> 5.6 GFLOP/s, input gradient (below) 4.6 -> 5.6. That is about
+/// 10 ms for 12.8 MB of planes in and 12.8 MB out, where a plain copy of the
+/// same sizes takes about 4 ms on the project VM: memory traffic is now a
+/// large share of the pass. Other strides:
+/// one multiply-add pass over the valid part of each output row per tap, in
+/// the same order.
 ///
 /// The three loops here share their tap-and-row walk by shape, not through a
 /// closure: a closure does not inherit `#[target_feature]`, so a shared
 /// walker with the body in a closure compiled the body for baseline SSE2
 /// (callgrind: 112 M instructions against 46 M on depthwise_3x3 forward).
 #[inline(always)]
-fn forward_plane_impl<T: Element>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T]) {
-    let (wd, ow) = (geom.w(), geom.ow());
+fn forward_plane_impl<T: Element>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool) {
+    let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
+    let (kh, kw) = (geom.kh(), geom.kw());
     let (sh, sw) = geom.stride();
-    yp.fill(b);
+    let (dh, dw) = geom.dilation();
+    let (pt, _, pl, _) = geom.padding();
+    if sw == 1 {
+        // Interior columns: ox - pl >= 0 and ox - pl + (kw - 1) * dw < w.
+        let lo = pl.min(ow);
+        let hi = (wd + pl).saturating_sub((kw - 1) * dw).clamp(lo, ow);
+        for oy in 0..oh {
+            let yr = &mut yp[oy * ow..(oy + 1) * ow];
+            let row_of = |ky: usize| {
+                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                (0..h as isize)
+                    .contains(&iy)
+                    .then(|| &xp[iy as usize * wd..(iy as usize + 1) * wd])
+            };
+            if hi - lo >= BLOCK {
+                // `done`: end of what is stored; the shifted last block stores
+                // only its new pixels (with `accumulate` the overlap already
+                // holds its sum, and its lanes here started from that sum).
+                let (mut ox, mut done) = (lo, lo);
+                loop {
+                    let mut acc = [b; BLOCK];
+                    if accumulate {
+                        acc.copy_from_slice(&yr[ox..ox + BLOCK]);
+                    }
+                    for ky in 0..kh {
+                        if let Some(row) = row_of(ky) {
+                            for kx in 0..kw {
+                                let wv = wk[ky * kw + kx];
+                                let src: &[T; BLOCK] = row[ox + kx * dw - pl..][..BLOCK].try_into().unwrap();
+                                for l in 0..BLOCK {
+                                    acc[l] += wv * src[l];
+                                }
+                            }
+                        }
+                    }
+                    yr[done..ox + BLOCK].copy_from_slice(&acc[done - ox..]);
+                    done = ox + BLOCK;
+                    if done == hi {
+                        break;
+                    }
+                    ox = (ox + BLOCK).min(hi - BLOCK);
+                }
+            }
+            let scalar_from = if hi - lo >= BLOCK { hi } else { lo };
+            for ox in (0..lo).chain(scalar_from..ow) {
+                let mut acc = if accumulate { yr[ox] } else { b };
+                for ky in 0..kh {
+                    if let Some(row) = row_of(ky) {
+                        for kx in 0..kw {
+                            let ix = (ox + kx * dw) as isize - pl as isize;
+                            if (0..wd as isize).contains(&ix) {
+                                acc += wk[ky * kw + kx] * row[ix as usize];
+                            }
+                        }
+                    }
+                }
+                yr[ox] = acc;
+            }
+        }
+        return;
+    }
+    if !accumulate {
+        yp.fill(b);
+    }
     for t in taps(geom) {
         let wv = wk[t.k];
         let (c0, c1) = t.cols;
@@ -101,19 +189,15 @@ fn forward_plane_impl<T: Element>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: 
             let iy = ((oy * sh) as isize + t.yoff) as usize;
             let s0 = ((iy * wd) as isize + (c0 * sw) as isize + t.xoff) as usize;
             let yr = &mut yp[oy * ow + c0..oy * ow + c1];
-            if sw == 1 {
-                axpy(yr, &xp[s0..s0 + (c1 - c0)], wv);
-            } else {
-                let xr = xp[s0..s0 + (c1 - c0 - 1) * sw + 1].iter().step_by(sw);
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o += wv * v;
-                }
+            let xr = xp[s0..s0 + (c1 - c0 - 1) * sw + 1].iter().step_by(sw);
+            for (o, &v) in yr.iter_mut().zip(xr) {
+                *o += wv * v;
             }
         }
     }
 }
 
-isa::dispatch!(fn forward_plane<T>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T]) => forward_plane_impl);
+isa::dispatch!(fn forward_plane<T>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool) => forward_plane_impl);
 
 /// Forward: one task per output plane `(n, co)`.
 pub(crate) fn forward<T: Element>(geom: &Conv2dGeometry, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
@@ -131,6 +215,7 @@ pub(crate) fn forward<T: Element>(geom: &Conv2dGeometry, x: &[T], w: &[T], bias:
             &w[co * khkw..(co + 1) * khkw],
             bias.map_or(T::ZERO, |b| b[co]),
             yp,
+            false,
         );
     });
 }
@@ -172,6 +257,24 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
     let hw = geom.h() * geom.w();
     let khkw = geom.kh() * geom.kw();
     let ohw = geom.oh() * geom.ow();
+    if let Some(fg) = flipped_plane_geometry(geom) {
+        // Stride 1: dX[ci] = sum over the group's output channels of the
+        // forward convolution of dY[co] with W[co] flipped (see
+        // `flipped_plane_geometry`), in channel order.
+        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+            let (n, g) = (plane / groups, plane % groups);
+            let mut wf = [T::ZERO; MAX_FLIPPED_TAPS];
+            for (j, co) in (g * cog..(g + 1) * cog).enumerate() {
+                let wk = &w[co * khkw..(co + 1) * khkw];
+                for (t, v) in wf[..khkw].iter_mut().enumerate() {
+                    *v = wk[khkw - 1 - t];
+                }
+                let dyp = &dy[(n * c_out + co) * ohw..(n * c_out + co + 1) * ohw];
+                forward_plane(&fg, dyp, &wf[..khkw], T::ZERO, dxp, j > 0);
+            }
+        });
+        return;
+    }
     dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
         let (n, g) = (plane / groups, plane % groups);
         dxp.fill(T::ZERO);
@@ -180,6 +283,34 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
             input_grad_plane(geom, dyp, &w[co * khkw..(co + 1) * khkw], dxp);
         }
     });
+}
+
+/// Most kernel taps the stride-1 input gradient flips on the stack.
+const MAX_FLIPPED_TAPS: usize = 64;
+
+/// For a stride-1 `geom`, the single-plane convolution whose forward pass
+/// maps one `dY` plane to its `dX` contribution: the kernel flipped
+/// (`W'[ky][kx] = W[kh-1-ky][kw-1-kx]`), the same dilation, and padding
+/// `(kh-1)*dh - pad` on each side, since
+/// `dX[iy][ix] = sum over ky, kx of dY[iy + pad_top - ky*dh][ix + pad_left - kx*dw] * W[ky][kx]`.
+/// `None` for other strides, padding wider than the dilated kernel, or
+/// kernels of more than [`MAX_FLIPPED_TAPS`] taps (those scatter instead).
+fn flipped_plane_geometry(geom: &Conv2dGeometry) -> Option<Conv2dGeometry> {
+    if geom.stride() != (1, 1) || geom.kh() * geom.kw() > MAX_FLIPPED_TAPS {
+        return None;
+    }
+    let (pt, pb, pl, pr) = geom.padding();
+    let (dh, dw) = geom.dilation();
+    let (eh, ew) = ((geom.kh() - 1) * dh, (geom.kw() - 1) * dw);
+    if pt > eh || pb > eh || pl > ew || pr > ew {
+        return None;
+    }
+    let g = Conv2dSpec::new(1, 1, geom.oh(), geom.ow(), 1, geom.kh(), geom.kw())
+        .padding(Padding::explicit(eh - pt, eh - pb, ew - pl, ew - pr))
+        .dilation(dh, dw)
+        .build()
+        .ok()?;
+    (g.oh() == geom.h() && g.ow() == geom.w()).then_some(g)
 }
 
 /// `sum a[j] * b[j*s]` in 8 interleaved lanes (a fixed order the compiler can
@@ -250,7 +381,6 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::{Conv2dSpec, Padding};
 
     #[test]
     fn eligibility() {
@@ -278,8 +408,10 @@ mod tests {
         };
         let (xp, wk, dyp) = (v(13 * 37, 1), v(9, 2), v(13 * 37, 3));
         let (mut a, mut b) = (vec![0f32; 13 * 37], vec![0f32; 13 * 37]);
-        forward_plane(&g, &xp, &wk, 0.5, &mut a);
-        forward_plane_impl(&g, &xp, &wk, 0.5, &mut b);
+        forward_plane(&g, &xp, &wk, 0.5, &mut a, false);
+        forward_plane_impl(&g, &xp, &wk, 0.5, &mut b, false);
+        forward_plane(&g, &xp, &wk, 0.5, &mut a, true);
+        forward_plane_impl(&g, &xp, &wk, 0.5, &mut b, true);
         assert_eq!(a, b);
         input_grad_plane(&g, &dyp, &wk, &mut a);
         input_grad_plane_impl(&g, &dyp, &wk, &mut b);

@@ -135,6 +135,15 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
             .groups(2),
         s(1, 4, 3, 4, 33, 2, 2).padding(Padding::same()),
         s(2, 16, 20, 37, 48, 1, 3).padding(Padding::explicit(0, 0, 1, 1)),
+        // Depthwise rows wide enough for the 32-pixel register blocks (and the
+        // shifted last block), channel multiplier 2, dilation with asymmetric
+        // padding, and padding wider than the kernel (no flipped form).
+        s(2, 4, 9, 45, 8, 3, 3).padding(Padding::same()).groups(4),
+        s(1, 3, 7, 70, 3, 3, 5)
+            .padding(Padding::explicit(1, 2, 3, 1))
+            .dilation(2, 2)
+            .groups(3),
+        s(1, 2, 6, 40, 2, 3, 3).padding(Padding::symmetric(3)).groups(2),
         s(3, 8, 13, 11, 8, 3, 2)
             .stride(3, 2)
             .dilation(2, 3)
