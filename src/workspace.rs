@@ -77,3 +77,39 @@ impl<T: Element> Workspace<T> {
         &mut self.partials[..len]
     }
 }
+
+/// A workspace's buffers viewed as f32, sized for one call of an f32-only
+/// path (see [`Workspace::f32_parts`]).
+pub(crate) struct F32Parts<'a> {
+    pub(crate) scratch: &'a mut [f32],
+    pub(crate) partials: &'a mut [f32],
+    pub(crate) packed: &'a mut [f32],
+    pub(crate) index: &'a mut [u32],
+}
+
+impl<T: Element> Workspace<T> {
+    /// Grows the buffers to these lengths and returns them as f32. The
+    /// f32-only paths are chosen only when `T` is f32, so this never fails
+    /// there.
+    pub(crate) fn f32_parts(&mut self, scratch: usize, partials: usize, packed: usize, index: usize) -> F32Parts<'_> {
+        self.scratch_mut(scratch);
+        self.partials_mut(partials);
+        self.packed_mut(packed);
+        if self.index.len() < index {
+            self.index.resize(index, 0);
+        }
+        match (
+            T::as_f32_mut(&mut self.scratch[..scratch]),
+            T::as_f32_mut(&mut self.partials[..partials]),
+            T::as_f32_mut(&mut self.packed[..packed]),
+        ) {
+            (Some(scratch), Some(partials), Some(packed)) => F32Parts {
+                scratch,
+                partials,
+                packed,
+                index: &mut self.index[..index],
+            },
+            _ => unreachable!("an f32-only path chosen for another element type"),
+        }
+    }
+}

@@ -23,6 +23,7 @@ use super::im2col::{im2col_panels, im2col_tile};
 use super::implicit::Weights;
 use super::parallel::{Blocks, SharedMut, TASKS_PER_THREAD, Tiling, block_plan, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
+use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -99,52 +100,24 @@ pub(crate) fn forward<T: Element>(
 ) {
     if super::implicit::eligible::<T>(geom) {
         let p = super::implicit::plan(geom);
-        ws.packed_mut(p.packed_len);
-        ws.scratch_mut(p.parts * p.scratch_len);
-        if ws.index.len() < p.index_len {
-            ws.index.resize(p.index_len, 0);
-        }
-        let f32s = (
-            T::as_f32(x),
-            T::as_f32(w),
-            bias.map(T::as_f32),
-            T::as_f32_mut(y),
-            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
-            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
-        );
-        let offs = &mut ws.index[..p.index_len];
-        match f32s {
-            (Some(x), Some(w), None, Some(y), Some(packed), Some(scratch)) => {
-                super::implicit::forward(geom, &p, x, Weights::Oihw(w), None, y, packed, scratch, offs)
-            }
-            (Some(x), Some(w), Some(Some(b)), Some(y), Some(packed), Some(scratch)) => {
-                super::implicit::forward(geom, &p, x, Weights::Oihw(w), Some(b), y, packed, scratch, offs)
-            }
-            _ => unreachable!("the implicit plan is made for f32 only"),
-        }
+        let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, p.index_len);
+        let (x, w, bias, y) = (f32s(x), Weights::Oihw(f32s(w)), bias.map(f32s), f32s_mut(y));
+        super::implicit::forward(geom, &p, x, w, bias, y, f.packed, f.scratch, f.index);
         return;
     }
     let p = plan::<T>(geom);
     if p.packed_len > 0 {
-        ws.packed_mut(p.packed_len);
-        ws.scratch_mut(p.parts * p.scratch_len);
-        let f32s = (
-            T::as_f32(x),
-            T::as_f32(w),
-            bias.map(T::as_f32),
-            T::as_f32_mut(y),
-            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
-            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
+        let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, 0);
+        forward_packed(
+            geom,
+            &p,
+            f32s(x),
+            f32s(w),
+            bias.map(f32s),
+            f32s_mut(y),
+            f.packed,
+            f.scratch,
         );
-        match f32s {
-            (Some(x), Some(w), None, Some(y), Some(packed), Some(scratch)) => {
-                forward_packed(geom, &p, x, w, None, y, packed, scratch)
-            }
-            (Some(x), Some(w), Some(Some(b)), Some(y), Some(packed), Some(scratch)) => {
-                forward_packed(geom, &p, x, w, Some(b), y, packed, scratch)
-            }
-            _ => unreachable!("the packed plan is made for f32 only"),
-        }
         return;
     }
     let (c_in, c_out, groups, cig, cog, k) = (

@@ -16,6 +16,7 @@ use super::im2col::col2im_tile;
 use super::implicit::{self, Weights};
 use super::parallel::{Blocks, SharedMut, TASKS_PER_THREAD, Tiling, block_plan, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
+use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -89,40 +90,15 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T], ws: &mut Workspace<T>) {
     if let Some(tg) = implicit_geometry::<T>(geom) {
         let p = implicit::plan(&tg);
-        ws.packed_mut(p.packed_len);
-        ws.scratch_mut(p.parts * p.scratch_len);
-        if ws.index.len() < p.index_len {
-            ws.index.resize(p.index_len, 0);
-        }
-        let f32s = (
-            T::as_f32(dy),
-            T::as_f32(w),
-            T::as_f32_mut(dx),
-            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
-            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
-        );
-        let offs = &mut ws.index[..p.index_len];
-        let (Some(dy), Some(w), Some(dx), Some(packed), Some(scratch)) = f32s else {
-            unreachable!("the implicit plan is made for f32 only");
-        };
-        implicit::forward(&tg, &p, dy, Weights::Flipped(w, geom), None, dx, packed, scratch, offs);
+        let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, p.index_len);
+        let (dy, w, dx) = (f32s(dy), Weights::Flipped(f32s(w), geom), f32s_mut(dx));
+        implicit::forward(&tg, &p, dy, w, None, dx, f.packed, f.scratch, f.index);
         return;
     }
     let p = plan::<T>(geom);
     if p.packed_len > 0 {
-        ws.packed_mut(p.packed_len);
-        ws.scratch_mut(p.parts * p.scratch_len);
-        let f32s = (
-            T::as_f32(dy),
-            T::as_f32(w),
-            T::as_f32_mut(dx),
-            T::as_f32_mut(&mut ws.packed[..p.packed_len]),
-            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
-        );
-        let (Some(dy), Some(w), Some(dx), Some(packed), Some(scratch)) = f32s else {
-            unreachable!("the packed plan is made for f32 only");
-        };
-        input_grad_packed(geom, &p, dy, w, dx, packed, scratch);
+        let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, 0);
+        input_grad_packed(geom, &p, f32s(dy), f32s(w), f32s_mut(dx), f.packed, f.scratch);
         return;
     }
     let (c_in, c_out, groups, cig, cog, k) = (

@@ -12,7 +12,18 @@ pub(crate) mod parallel;
 pub(crate) mod sgemm;
 pub(crate) mod weight_grad;
 
+use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
+
+/// `s` as f32, for the f32-only paths (chosen only when `T` is f32).
+pub(crate) fn f32s<T: Element>(s: &[T]) -> &[f32] {
+    T::as_f32(s).unwrap_or_else(|| unreachable!("an f32-only path chosen for another element type"))
+}
+
+/// `s` as f32, for the f32-only paths (chosen only when `T` is f32).
+pub(crate) fn f32s_mut<T: Element>(s: &mut [T]) -> &mut [f32] {
+    T::as_f32_mut(s).unwrap_or_else(|| unreachable!("an f32-only path chosen for another element type"))
+}
 
 /// Whether the f32 passes run on ferroconv's own packed GEMM ([`sgemm`]) for
 /// element type `T`: f32 on a CPU with AVX2 and FMA, unless

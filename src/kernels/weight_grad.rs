@@ -23,6 +23,7 @@ use super::im2col::im2col_tile;
 use super::implicit_wgrad;
 use super::parallel::{MIN_BLOCK_ROWS, SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
+use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
@@ -100,39 +101,23 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], dw: &mut [T], ws: &mut Workspace<T>) {
     if implicit_wgrad::eligible::<T>(geom) {
         let p = implicit_wgrad::plan(geom);
-        ws.scratch_mut(p.parts * p.scratch_len);
-        ws.partials_mut(p.partials_len);
-        if ws.index.len() < p.index_len {
-            ws.index.resize(p.index_len, 0);
-        }
-        let f32s = (
-            T::as_f32(x),
-            T::as_f32(dy),
-            T::as_f32_mut(dw),
-            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
-            T::as_f32_mut(&mut ws.partials[..p.partials_len]),
+        let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, p.index_len);
+        implicit_wgrad::weight_grad(
+            geom,
+            &p,
+            f32s(x),
+            f32s(dy),
+            f32s_mut(dw),
+            f.scratch,
+            f.partials,
+            f.index,
         );
-        let (Some(x), Some(dy), Some(dw), Some(scratch), Some(partials)) = f32s else {
-            unreachable!("the implicit plan is made for f32 only");
-        };
-        implicit_wgrad::weight_grad(geom, &p, x, dy, dw, scratch, partials, &mut ws.index[..p.index_len]);
         return;
     }
     let p = plan::<T>(geom);
     if p.packed {
-        ws.scratch_mut(p.parts * p.scratch_len);
-        ws.partials_mut(p.partials_len);
-        let f32s = (
-            T::as_f32(x),
-            T::as_f32(dy),
-            T::as_f32_mut(dw),
-            T::as_f32_mut(&mut ws.scratch[..p.parts * p.scratch_len]),
-            T::as_f32_mut(&mut ws.partials[..p.partials_len]),
-        );
-        let (Some(x), Some(dy), Some(dw), Some(scratch), Some(partials)) = f32s else {
-            unreachable!("the packed plan is made for f32 only");
-        };
-        weight_grad_packed(geom, &p, x, dy, dw, scratch, partials);
+        let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, 0);
+        weight_grad_packed(geom, &p, f32s(x), f32s(dy), f32s_mut(dw), f.scratch, f.partials);
         return;
     }
     let (batch, c_in, c_out, groups, cig, cog, k) = (
