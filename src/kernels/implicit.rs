@@ -1,6 +1,6 @@
-//! Implicit-GEMM forward for stride-1 convolutions (f32, AVX2 + FMA): the
-//! micro-kernel reads its `B` operand straight from a zero-padded copy of a
-//! band of input rows, with no column matrix at all.
+//! Implicit-GEMM forward for stride-1 convolutions (f32, AVX2 + FMA or
+//! AVX-512F): the micro-kernel reads the input pixels straight from a
+//! zero-padded copy of a band of input rows, with no column matrix at all.
 //!
 //! For image `n`, group `g` and a band of output rows `oy0..oy1`, the band's
 //! input rows (with the `(kh - 1) * dh` halo and the padding) are copied into
@@ -9,17 +9,19 @@
 //! the band sits at `q = (oy - oy0) * wp + ox`, and its input for channel
 //! `ci`, tap `(ky, kx)` at `q + off[r]` with
 //! `off[r] = ci * slab_rows * wp + ky * dh * wp + kx * dw`, `r = (ci * kh + ky) * kw + kx`.
-//! So for 16 consecutive `q` the 16 inputs of one tap are 16 consecutive slab
-//! elements: the GEMM `Y_g[cog x Q] = W_g[cog x K] * B[K x Q]` with
-//! `B[r][q] = slab[q + off[r]]` runs on the slab in place ([`Taps`]). The
-//! columns with `ox >= ow` (the `wp - ow` padding columns of each row) are
-//! computed and dropped: 2 of 58 on a 56x56 layer, 2 of 16 on 14x14.
+//! So for 6 consecutive `q` the inputs of one tap are 6 consecutive slab
+//! elements, and the GEMM `Y_g^T[q][co] = b[co] + sum over r of slab[q + off[r]] * W_g[co][r]`
+//! runs on the slab in place: the micro-kernel broadcasts 6 pixels of one tap
+//! ([`Taps`]) against a 16-channel panel of the packed weights (two panels on
+//! AVX-512). The columns with `ox >= ow` (the `wp - ow` padding columns of
+//! each row) are computed and dropped: 2 of 58 on a 56x56 layer.
 //!
-//! Each output element is `bias + sum over r in order` of one fused
-//! multiply-add chain, whatever the band, so bands may follow the thread
-//! count. Blocks of 16 columns that lie inside one output row are stored
-//! straight into `Y`; the others go through the kernel's edge buffer and are
-//! scattered column by column.
+//! The reduction runs in chunks of [`IMPLICIT_KC`] taps, the 6-pixel block's
+//! sums kept in a small buffer between chunks; then each pixel's output
+//! channels are placed into `Y`. Each output element is `bias + sum over r
+//! in order` of one fused multiply-add chain, whatever the band, so bands may
+//! follow the thread count. The stride-1 input gradient runs the same code
+//! on `dY` with the kernel flipped and transposed ([`Weights::Flipped`]).
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, Init, MR, NR, Taps};

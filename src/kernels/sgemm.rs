@@ -365,7 +365,7 @@ pub(crate) trait Steps: Copy {
 /// implicit weight gradient, where row `r` is one tap of one input channel
 /// and the steps are pixels).
 #[derive(Clone, Copy)]
-pub(crate) struct TapRows(pub(crate) [*const f32; MR]);
+struct TapRows([*const f32; MR]);
 
 impl Steps for TapRows {
     #[inline(always)]
@@ -383,7 +383,7 @@ impl Steps for TapRows {
 
 /// A packed `A` panel: step `p` at `ptr + p * MR`.
 #[derive(Clone, Copy)]
-pub(crate) struct APanel(pub(crate) *const f32);
+struct APanel(*const f32);
 
 impl Steps for APanel {
     #[inline(always)]
@@ -395,7 +395,7 @@ impl Steps for APanel {
 
 /// A packed `B` panel: step `p` at `ptr + p * NR`.
 #[derive(Clone, Copy)]
-pub(crate) struct Panel(pub(crate) *const f32);
+struct Panel(*const f32);
 
 impl Steps for Panel {
     #[inline(always)]
@@ -511,7 +511,7 @@ pub(crate) unsafe fn micro<A: Steps>(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn kernel_6x16<A: Steps, B: Steps>(
+unsafe fn kernel_6x16<A: Steps, B: Steps>(
     k: usize,
     a: A,
     b: B,
