@@ -53,6 +53,14 @@ pub(crate) const IMPLICIT_MAX_WEIGHT_BYTES: usize = 512 * 1024;
 /// the 6 x 16 blocks are summed across chunks in `acc`.
 pub(crate) const IMPLICIT_KC: usize = 128;
 
+/// Least share `(num, den)` of the padded row width `wp` that must be output
+/// columns (`ow / wp`): the other `wp - ow` columns of every row are computed
+/// and dropped. LeNet's second layer (8 of 12, unpadded 5x5 on 12x12):
+/// forward 35 GFLOP/s on the im2col path against 31 implicit, input gradient
+/// (12 of 16) 36 against 37, within noise (1 thread, medians of 5 alternating
+/// runs). cifar_3x3 (16 of 18) and the 56x56 rows (56 of 58-60) are above.
+pub(crate) const IMPLICIT_MIN_USEFUL: (usize, usize) = (7, 8);
+
 /// Whether the implicit forward runs `geom` with element type `T`: f32 on
 /// the packed-GEMM machine, stride 1, not pointwise (which needs no im2col)
 /// and the tap offsets fit in `u32`.
@@ -63,6 +71,10 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
     if geom.cog() < IMPLICIT_MIN_COG
         || geom.cog() * geom.k_len() * std::mem::size_of::<f32>() > IMPLICIT_MAX_WEIGHT_BYTES
     {
+        return false;
+    }
+    let (_, _, pl, pr) = geom.padding();
+    if geom.ow() * IMPLICIT_MIN_USEFUL.1 < (geom.w() + pl + pr) * IMPLICIT_MIN_USEFUL.0 {
         return false;
     }
     let p = plan_bands(geom, 1);
