@@ -1,0 +1,121 @@
+//! Once a `Workspace` has seen a geometry, the f32 passes allocate nothing:
+//! every pass, run a second time inside the same pool, must not touch the
+//! heap (counted by a global allocator in this test binary, which holds this
+//! one test so that nothing else allocates meanwhile).
+//!
+//! This holds on ferroconv's own kernels (AVX2 + FMA or AVX-512F). Under
+//! `FERROCONV_ISA=generic`, or without those instructions, the passes run on
+//! matrixmultiply, which allocates its packing buffers on every call; the
+//! test then checks nothing.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ferroconv::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counter only observes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn own_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::env::var("FERROCONV_ISA").as_deref() != Ok("generic")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[test]
+fn second_call_of_every_f32_pass_allocates_nothing() {
+    if !own_kernels() {
+        return;
+    }
+    // The counter is live.
+    let start = ALLOCATIONS.load(Ordering::SeqCst);
+    let probe: Vec<u64> = std::hint::black_box(Vec::with_capacity(16));
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > start && probe.capacity() >= 16);
+    let s = Conv2dSpec::new;
+    let geometries = [
+        // Implicit GEMM (forward, input and weight gradients).
+        s(2, 64, 12, 12, 64, 3, 3).padding(Padding::symmetric(1)),
+        // Strided: im2col panels, own GEMM + col2im, column-tile sums.
+        s(2, 32, 15, 15, 48, 3, 3).stride(2, 2).padding(Padding::same()),
+        // Pointwise.
+        s(2, 24, 10, 10, 40, 1, 1),
+        // Depthwise (direct loops).
+        s(2, 16, 40, 40, 16, 3, 3).padding(Padding::symmetric(1)).groups(16),
+        // LeNet's first layer: tiny c_in, 20 output channels.
+        s(4, 1, 28, 28, 20, 5, 5),
+    ];
+    for spec in geometries {
+        let g = spec.build().unwrap();
+        let v = |n: usize, k: usize| {
+            (0..n)
+                .map(|i| ((i * 7 + k) % 13) as f32 / 6.0 - 1.0)
+                .collect::<Vec<f32>>()
+        };
+        let (x, w, b, dy) = (
+            v(g.input_len(), 1),
+            v(g.weight_len(), 2),
+            v(g.bias_len(), 3),
+            v(g.output_len(), 4),
+        );
+        let (mut y, mut dx, mut dw, mut db) = (
+            vec![0f32; g.output_len()],
+            vec![0f32; g.input_len()],
+            vec![0f32; g.weight_len()],
+            vec![0f32; g.bias_len()],
+        );
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut step = |ws: &mut Workspace<f32>| {
+                    conv2d_into(&g, &x, &w, Some(&b), &mut y, ws).unwrap();
+                    conv2d_input_grad_into(&g, &dy, &w, &mut dx, ws).unwrap();
+                    conv2d_weight_grad_into(&g, &x, &dy, &mut dw, ws).unwrap();
+                    conv2d_bias_grad_into(&g, &dy, &mut db).unwrap();
+                };
+                let mut ws = Workspace::new();
+                step(&mut ws);
+                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                step(&mut ws);
+                let after = ALLOCATIONS.load(Ordering::SeqCst);
+                assert_eq!(
+                    after,
+                    before,
+                    "{} allocations in a second step, {g:?}, {threads} threads",
+                    after - before
+                );
+            });
+        }
+    }
+}
