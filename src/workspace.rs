@@ -5,7 +5,8 @@ use crate::geometry::Conv2dGeometry;
 use crate::kernels;
 
 /// Scratch memory the optimized passes reuse between calls: per-thread column
-/// tiles and the weight gradient's partial sums.
+/// tiles, packed operand panels and padded input slabs, the packed weights,
+/// the implicit paths' tap tables, and the weight gradient's partial sums.
 ///
 /// A workspace grows to what a call needs and then stays that size, so once it
 /// has seen a geometry (or was made with [`Workspace::for_geometry`]), further
