@@ -110,10 +110,9 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// Builds the column tile of `nch` channels (`x` holds exactly those channel
-/// planes, `nch * h * w` elements) for output pixels `p0..p1` into
-/// `col` (`nch * kh * kw` rows of `p1 - p0`). Every element of `col` is written.
-pub(crate) fn im2col_tile<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
+/// The body of [`im2col_tile`].
+#[inline(always)]
+fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
     let hw = geom.h() * geom.w();
     let sw = geom.stride().1;
     let tl = p1 - p0;
@@ -195,17 +194,9 @@ fn zero_outside<T: Element>(dst: &mut [T], a: usize, b: usize) {
     }
 }
 
-/// Scatter-adds the column tile `col` (`nch * kh * kw` rows of `p1 - p0`) into
-/// the `nch` channel planes `dx`: the transpose of [`im2col_tile`]. Padding
-/// entries of the tile are dropped.
-pub(crate) fn col2im_tile<T: Element>(
-    geom: &Conv2dGeometry,
-    col: &[T],
-    nch: usize,
-    p0: usize,
-    p1: usize,
-    dx: &mut [T],
-) {
+/// The body of [`col2im_tile`].
+#[inline(always)]
+fn col2im_tile_impl<T: Element>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) {
     let hw = geom.h() * geom.w();
     let sw = geom.stride().1;
     let tl = p1 - p0;
@@ -251,6 +242,23 @@ pub(crate) fn col2im_tile<T: Element>(
         });
     }
 }
+
+super::isa::dispatch!(
+    /// Builds the column tile of `nch` channels (`x` holds exactly those
+    /// channel planes, `nch * h * w` elements) for output pixels `p0..p1` into
+    /// `col` (`nch * kh * kw` rows of `p1 - p0`). Every element of `col` is
+    /// written. Compiled for the widest instruction set (wider copies; the
+    /// values are only moved, so every path gives the same bits).
+    pub(crate) fn im2col_tile<T>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) => im2col_tile_impl
+);
+
+super::isa::dispatch!(
+    /// Scatter-adds the column tile `col` (`nch * kh * kw` rows of `p1 - p0`)
+    /// into the `nch` channel planes `dx`: the transpose of [`im2col_tile`].
+    /// Padding entries of the tile are dropped. Compiled for the widest
+    /// instruction set; each element's adds keep their order.
+    pub(crate) fn col2im_tile<T>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) => col2im_tile_impl
+);
 
 #[cfg(test)]
 mod tests {
