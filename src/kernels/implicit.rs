@@ -34,10 +34,10 @@ use rayon::prelude::*;
 pub(crate) const SLAB_BYTES: usize = 192 * 1024;
 
 /// Fewest output channels per group for the implicit forward: its weight
-/// panels are 16 channels wide, so LeNet's 6-channel first layer would waste
-/// 10 of 16 lanes (measured 27 against 39 GFLOP/s on the packed im2col path,
-/// one run, alternating), and its 16-channel second layer measured 34 against
-/// 37.
+/// panels are 16 channels wide, so LeNet's first layer (20 output channels,
+/// 2 panels of which 12 lanes idle) measured 27 against 39 GFLOP/s on the
+/// packed im2col path (one alternating run, 1 thread). Between 20 and 32 no
+/// suite row measures the crossover; 32 fills two panels.
 pub(crate) const IMPLICIT_MIN_COG: usize = 32;
 
 /// Largest weight block (`cog x K` f32) for the implicit forward: the

@@ -26,9 +26,11 @@ use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for,
 use super::sgemm::{self, MR, NR};
 use crate::geometry::Conv2dGeometry;
 
-/// Fewest output channels per group: the `dYt` panels are 16 channels wide.
-/// LeNet's second layer (16) measured 26.5 against 24.6 GFLOP/s on the
-/// im2col path (medians of 5 alternating runs, 1 thread).
+/// Fewest output channels per group: the `dYt` panels are 16 channels wide,
+/// and below one panel most lanes would idle (a rule, not a measured
+/// crossover). LeNet's second layer (50 channels) measured 26.5 against 24.6
+/// GFLOP/s on the im2col + matrixmultiply path (medians of 5 alternating
+/// runs, 1 thread); its first layer (20 channels) runs here too.
 pub(crate) const MIN_COG: usize = 16;
 
 /// Whether the implicit weight gradient runs `geom` with element type `T`:
