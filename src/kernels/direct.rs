@@ -16,8 +16,9 @@
 //! came later). Eligibility: [`eligible`] (any stride, padding, dilation);
 //! everything else falls back to im2col + GEMM.
 //! The stride-1 input gradient is the forward loop on `dY` with the kernel
-//! flipped ([`flipped_plane_geometry`]); other strides scatter, and the
-//! weight gradient is one row dot product per tap. The
+//! flipped ([`flipped_plane_geometry`]); other strides scatter. The
+//! stride-1 weight gradient makes one pass per kernel row
+//! ([`weight_grad_row_pass`]); other strides, one row dot product per tap. The
 //! summation order of every element is fixed (bias, then taps in `(ky, kx)`
 //! order; for the weight gradient images, rows, then 8 interleaved lanes per
 //! row), and the parallel tasks are whole planes, so results do not depend on
