@@ -325,7 +325,7 @@ unsafe fn gemm_avx2(
                     unsafe {
                         micro(
                             k1 - k0,
-                            APanel(a.add(ip * a_stride + k0 * MR)),
+                            Packed::<MR>(a.add(ip * a_stride + k0 * MR)),
                             b.add(jp * b_stride + k0 * NR),
                             b.add(jq * b_stride + k0 * NR),
                             if accumulate || kc > 0 { Init::Load } else { Init::Zero },
@@ -381,27 +381,15 @@ impl Steps for TapRows {
     }
 }
 
-/// A packed `A` panel: step `p` at `ptr + p * MR`.
+/// A packed panel `W` elements wide: step `p` at `ptr + p * W`.
 #[derive(Clone, Copy)]
-struct APanel(*const f32);
+struct Packed<const W: usize>(*const f32);
 
-impl Steps for APanel {
+impl<const W: usize> Steps for Packed<W> {
     #[inline(always)]
     unsafe fn at(self, p: usize) -> *const f32 {
         // SAFETY: the caller passes a step of this panel.
-        unsafe { self.0.add(p * MR) }
-    }
-}
-
-/// A packed `B` panel: step `p` at `ptr + p * NR`.
-#[derive(Clone, Copy)]
-struct Panel(*const f32);
-
-impl Steps for Panel {
-    #[inline(always)]
-    unsafe fn at(self, p: usize) -> *const f32 {
-        // SAFETY: the caller passes a step of this panel.
-        unsafe { self.0.add(p * NR) }
+        unsafe { self.0.add(p * W) }
     }
 }
 
@@ -494,13 +482,13 @@ pub(crate) unsafe fn micro<A: Steps>(
     }
     // SAFETY: AVX2 and FMA (`available`); the operands as the caller guarantees.
     unsafe {
-        kernel_6x16(k, a, Panel(b0), init, c, rsc, mr, nr.min(NR));
+        kernel_6x16(k, a, Packed::<NR>(b0), init, c, rsc, mr, nr.min(NR));
         if nr > NR {
             let init = match init {
                 Init::ColBias(bias) => Init::ColBias(bias.add(NR)),
                 other => other,
             };
-            kernel_6x16(k, a, Panel(b1), init, c.add(NR), rsc, mr, nr - NR);
+            kernel_6x16(k, a, Packed::<NR>(b1), init, c.add(NR), rsc, mr, nr - NR);
         }
     }
 }
