@@ -26,7 +26,6 @@
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, Init, MR, NR, Taps};
 use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
-use rayon::prelude::*;
 
 /// Target bytes of one slab: the band of padded input rows the micro-kernel
 /// reads in place. It and the packed weights (144 KiB for a 64 x 576 layer)
@@ -276,8 +275,7 @@ pub(crate) fn forward(
         let g = (task / p.nbands) % groups;
         let n = task / (p.nbands * groups);
         let (oy0, oy1) = (b * p.band, ((b + 1) * p.band).min(oh));
-        let al = sgemm::align_offset(slot);
-        let (slab, acc) = slot[al..].split_at_mut(p.slab_len);
+        let (slab, acc) = sgemm::split_aligned(slot, p.slab_len);
         let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
         fill_slab(geom, xg, cig, oy0, oy1, p, slab);
         let slab = &*slab;
@@ -315,7 +313,7 @@ fn pack_flipped(w: &[f32], orig: &Conv2dGeometry, dst: &mut [f32]) {
     let k = cog * khkw;
     let panels = cig.div_ceil(NR);
     let dst = &mut dst[..orig.groups() * sgemm::packed_b_len(k, cig)];
-    dst.par_chunks_mut(NR * k).enumerate().for_each(|(i, panel)| {
+    sgemm::for_each_panel(dst, NR * k, |i, panel| {
         let (g, jp) = (i / panels, i % panels);
         for co in 0..cog {
             for t in 0..khkw {

@@ -142,12 +142,9 @@ pub(crate) fn weight_grad(
         let chunk = task / (p.nkb * groups);
         let (r0, r1) = (kb * p.kb_rows, ((kb + 1) * p.kb_rows).min(k));
         let (ci0, ci1) = (r0 / khkw, (r1 - 1) / khkw + 1);
-        let al = sgemm::align_offset(slot);
-        let (slab, rest) = slot[al..].split_at_mut(p.slab_len);
-        let al = sgemm::align_offset(rest);
-        let (dyt, rest) = rest[al..].split_at_mut(p.dyt_len);
-        let al = sgemm::align_offset(rest);
-        let acc = &mut rest[al..al + p.acc_len];
+        let (slab, rest) = sgemm::split_aligned(slot, p.slab_len);
+        let (dyt, rest) = sgemm::split_aligned(rest, p.dyt_len);
+        let (acc, _) = sgemm::split_aligned(rest, p.acc_len);
         acc.fill(0.0);
         let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
         for n in n0..n1 {

@@ -20,7 +20,6 @@ use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 use crate::workspace::Workspace;
-use rayon::prelude::*;
 
 /// The forward geometry whose implicit-GEMM forward computes `geom`'s input
 /// gradient (stride 1, see [`implicit::input_grad_geometry`]), where that
@@ -201,17 +200,12 @@ fn input_grad_packed(
     let a_len = sgemm::packed_a_len(p.blocks.max_len() * khkw, cog);
     let al = sgemm::align_offset(packed);
     let packed = &mut packed[al..al + groups * nblocks * a_len];
-    let pack = |(i, dst): (usize, &mut [f32])| {
+    sgemm::for_each_panel(packed, a_len, |i, dst| {
         let (g, b) = (i / nblocks, i % nblocks);
         let (c0, c1) = p.blocks.range(b);
         let rows = (c1 - c0) * khkw;
         sgemm::pack_a(&w[g * cog * k + c0 * khkw..], rows, cog, 1, k, dst);
-    };
-    if packed.len() >= 1 << 16 {
-        packed.par_chunks_mut(a_len).enumerate().for_each(pack);
-    } else {
-        packed.chunks_mut(a_len).enumerate().for_each(pack);
-    }
+    });
     let packed = &*packed;
     let dx_all = SharedMut(dx.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
@@ -221,8 +215,7 @@ fn input_grad_packed(
         let (c0, c1) = p.blocks.range(b);
         let nch = c1 - c0;
         let rows = nch * khkw;
-        let al = sgemm::align_offset(slot);
-        let (bp_all, col) = slot[al..].split_at_mut(sgemm::packed_b_len(cog, p.tiles.max_len()) + NR);
+        let (bp_all, col) = sgemm::split_aligned(slot, sgemm::packed_b_len(cog, p.tiles.max_len()) + NR);
         // SAFETY: tasks are distinct (n, g, block) triples, so the channel
         // planes n, g*cig+c0 .. g*cig+c1 belong to this task alone; they lie
         // inside `dx` because n < batch and g*cig + c1 <= c_in.

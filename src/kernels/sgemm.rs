@@ -160,51 +160,47 @@ pub(crate) fn pack_b(src: &[f32], k: usize, n: usize, rs: usize, dst: &mut [f32]
 /// thread packs faster than rayon splits the work.
 const PAR_PACK_MIN: usize = 1 << 16;
 
+/// Runs `pack(i, panel)` for each `panel_len`-element panel `i` of `dst`, in
+/// parallel over the current pool when `dst` holds at least
+/// [`PAR_PACK_MIN`] elements (every weight pack goes through here).
+pub(crate) fn for_each_panel(dst: &mut [f32], panel_len: usize, pack: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if panel_len == 0 {
+        return;
+    }
+    if dst.len() >= PAR_PACK_MIN {
+        dst.par_chunks_mut(panel_len).enumerate().for_each(|(i, p)| pack(i, p));
+    } else {
+        dst.chunks_mut(panel_len).enumerate().for_each(|(i, p)| pack(i, p));
+    }
+}
+
 /// Packs the weights of every group, `w` holding `groups` row-major `m x k`
 /// blocks, as `A` panels (group `g` at `dst[g * packed_a_len(m, k)..]`), in
 /// parallel over panels when large: a 256 x 2304 layer is 2.3 MiB, and
 /// packing it on one thread held batch-1 forward calls to 3.8x on 16 threads.
 pub(crate) fn pack_a_groups(w: &[f32], groups: usize, m: usize, k: usize, dst: &mut [f32]) {
-    let a_len = packed_a_len(m, k);
-    let dst = &mut dst[..groups * a_len];
-    if k == 0 {
-        return;
-    }
+    let dst = &mut dst[..groups * packed_a_len(m, k)];
     let panels = m.div_ceil(MR);
-    let one = |(i, panel): (usize, &mut [f32])| {
+    for_each_panel(dst, MR * k, |i, panel| {
         let (g, ip) = (i / panels, i % panels);
         let rows = MR.min(m - ip * MR);
         let src = &w[g * m * k + ip * MR * k..g * m * k + (ip * MR + rows) * k];
         pack_a(src, rows, k, k, 1, panel);
-    };
-    if dst.len() >= PAR_PACK_MIN {
-        dst.par_chunks_mut(MR * k).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(MR * k).enumerate().for_each(one);
-    }
+    });
 }
 
 /// Packs the weights of every group, `w` holding `groups` row-major `n x k`
 /// blocks, transposed as `B` panels (group `g` at `dst[g * packed_b_len(k, n)..]`),
 /// in parallel over panels when large.
 pub(crate) fn pack_b_transposed_groups(w: &[f32], groups: usize, n: usize, k: usize, dst: &mut [f32]) {
-    let b_len = packed_b_len(k, n);
-    let dst = &mut dst[..groups * b_len];
-    if k == 0 {
-        return;
-    }
+    let dst = &mut dst[..groups * packed_b_len(k, n)];
     let panels = n.div_ceil(NR);
-    let one = |(i, panel): (usize, &mut [f32])| {
+    for_each_panel(dst, NR * k, |i, panel| {
         let (g, jp) = (i / panels, i % panels);
         let cols = NR.min(n - jp * NR);
         let src = &w[g * n * k + jp * NR * k..g * n * k + (jp * NR + cols) * k];
         pack_b_transposed(src, k, cols, panel);
-    };
-    if dst.len() >= PAR_PACK_MIN {
-        dst.par_chunks_mut(NR * k).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(NR * k).enumerate().for_each(one);
-    }
+    });
 }
 
 /// Packs the transpose of the row-major `n x k` matrix `src` (row stride
@@ -756,6 +752,14 @@ pub(crate) unsafe fn sum_rows_panels(
 pub(crate) fn align_offset(s: &[f32]) -> usize {
     let off = s.as_ptr().align_offset(64);
     if off < 16 { off } else { 0 }
+}
+
+/// The first `len` elements of `s` from its first 64-byte-aligned one, and
+/// what follows them (a task's scratch slot cut into aligned parts; each
+/// part needs up to 15 elements of slack in the plan's length).
+pub(crate) fn split_aligned(s: &mut [f32], len: usize) -> (&mut [f32], &mut [f32]) {
+    let al = align_offset(s);
+    s[al..].split_at_mut(len)
 }
 
 #[cfg(test)]

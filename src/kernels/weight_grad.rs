@@ -245,12 +245,9 @@ fn weight_grad_packed(
         let chunk = task / (p.nblocks * groups);
         let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
         let rows = (c1 - c0) * khkw;
-        let al = sgemm::align_offset(slot);
-        let (col, rest) = slot[al..].split_at_mut(col_len);
-        let al = sgemm::align_offset(rest);
-        let (dyt, rest) = rest[al..].split_at_mut(dyt_len);
-        let al = sgemm::align_offset(rest);
-        let acc = &mut rest[al..al + acc_len];
+        let (col, rest) = sgemm::split_aligned(slot, col_len);
+        let (dyt, rest) = sgemm::split_aligned(rest, dyt_len);
+        let (acc, _) = sgemm::split_aligned(rest, acc_len);
         acc.fill(0.0);
         let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
         for n in n0..n1 {
