@@ -4,7 +4,13 @@ use ferroconv::*;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let row = suite::rows().into_iter().find(|r| r.name == a[1]).unwrap();
-    let g = row.geom;
+    // ALGO=gemm or ALGO=winograd forces an algorithm (default: Auto).
+    let algo = match std::env::var("ALGO").as_deref() {
+        Ok("gemm") => Algorithm::Gemm,
+        Ok("winograd") => Algorithm::Winograd,
+        _ => Algorithm::Auto,
+    };
+    let g = row.geom.with_algorithm(algo).unwrap();
     let x = suite::data(g.input_len(), 1);
     let w = suite::data(g.weight_len(), 2);
     let dy = suite::data(g.output_len(), 3);

@@ -64,6 +64,14 @@ pub enum ConvError {
         /// Length that was passed.
         actual: usize,
     },
+    /// An [`Algorithm`](crate::Algorithm) was required that cannot run this
+    /// geometry (`reason` says which property rules it out).
+    UnsupportedAlgorithm {
+        /// The algorithm that was asked for.
+        algorithm: crate::Algorithm,
+        /// Why it cannot run the geometry.
+        reason: &'static str,
+    },
     /// A layer got an input (or output gradient) of the wrong shape.
     InputShape {
         /// The layer (its name in a model, or its kind).
@@ -124,6 +132,9 @@ impl fmt::Display for ConvError {
             ConvError::Overflow { what } => write!(f, "{what} overflows the address space"),
             ConvError::LengthMismatch { what, expected, actual } => {
                 write!(f, "{what} has {actual} elements but the geometry needs {expected}")
+            }
+            ConvError::UnsupportedAlgorithm { algorithm, reason } => {
+                write!(f, "algorithm {algorithm:?} cannot run this convolution: {reason}")
             }
             ConvError::InputShape {
                 layer,

@@ -15,6 +15,39 @@
 
 use crate::error::ConvError;
 
+/// Which algorithm the optimized passes may use (`Conv2dSpec::algorithm`).
+///
+/// Every algorithm computes the same convolution; they differ in speed and
+/// in rounding. The GEMM lowering (im2col, implicit GEMM, the direct
+/// depthwise kernels) computes each output as one plain dot product over the
+/// reduction length `L`, with the error bound `2 (L + 1) eps sum |terms|`
+/// per element. Winograd F(2x2, 3x3) computes a 2x2 output tile from a 4x4
+/// input tile with 16 multiplications instead of 36 (2.25x fewer), after
+/// exact-in-structure linear transforms with coefficients 0, ±1 and ±1/2;
+/// its rounding error is a small constant factor larger (measured and stated
+/// in `docs/design.md`, tested in `tests/against_reference.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// ferroconv picks per pass, shape and element type: Winograd
+    /// F(2x2, 3x3) for f32 3x3 stride-1 layers (dilation 1, one group,
+    /// padding at most 2) with at least 64 tiles of 2x2 outputs and at least
+    /// 64 input and output channels (forward pass and input gradient) or 128
+    /// (weight gradient), where it measured faster than the GEMM paths
+    /// (`kernels/winograd.rs` has the numbers); the GEMM lowering everywhere
+    /// else, and always for f64.
+    #[default]
+    Auto,
+    /// Never Winograd: every output element is one dot product (the
+    /// tightest error bound, and the same rounding as the GEMM paths of
+    /// other libraries).
+    Gemm,
+    /// Winograd F(2x2, 3x3) for the forward pass and both gradients, for f32
+    /// and f64 on every instruction set. [`Conv2dSpec::build`] returns
+    /// [`ConvError::UnsupportedAlgorithm`] unless the kernel is 3x3 with
+    /// stride 1, dilation 1, one group and padding at most 2 on every side.
+    Winograd,
+}
+
 /// How to pad the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
@@ -116,6 +149,8 @@ pub struct Conv2dSpec {
     pub dilation: (usize, usize),
     /// Number of groups (`c_in` for depthwise).
     pub groups: usize,
+    /// Which algorithm the optimized passes may use.
+    pub algorithm: Algorithm,
 }
 
 impl Conv2dSpec {
@@ -133,6 +168,7 @@ impl Conv2dSpec {
             padding: Padding::Valid,
             dilation: (1, 1),
             groups: 1,
+            algorithm: Algorithm::Auto,
         }
     }
 
@@ -157,6 +193,12 @@ impl Conv2dSpec {
     /// Sets the number of groups.
     pub fn groups(mut self, groups: usize) -> Self {
         self.groups = groups;
+        self
+    }
+
+    /// Sets the algorithm preference ([`Algorithm::Auto`] unless set).
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
         self
     }
 
@@ -192,6 +234,7 @@ pub struct Conv2dGeometry {
     dh: usize,
     dw: usize,
     groups: usize,
+    algorithm: Algorithm,
     oh: usize,
     ow: usize,
 }
@@ -242,6 +285,7 @@ impl Conv2dGeometry {
             padding,
             dilation: (dh, dw),
             groups,
+            algorithm,
         } = spec;
         for (v, what) in [
             (n, "batch size n"),
@@ -315,9 +359,15 @@ impl Conv2dGeometry {
             dh,
             dw,
             groups,
+            algorithm,
             oh,
             ow,
         };
+        if algorithm == Algorithm::Winograd
+            && let Some(reason) = g.winograd_unsupported()
+        {
+            return Err(ConvError::UnsupportedAlgorithm { algorithm, reason });
+        }
         count(&[n, c_in, h, w], "input element count")?;
         count(&[c_out, c_in / groups, kh, kw], "weight element count")?;
         count(&[n, c_out, oh, ow], "output element count")?;
@@ -442,6 +492,32 @@ impl Conv2dGeometry {
             padding: Padding::explicit(self.pad_top, self.pad_bottom, self.pad_left, self.pad_right),
             dilation: (self.dh, self.dw),
             groups: self.groups,
+            algorithm: self.algorithm,
+        }
+    }
+    /// The algorithm preference the geometry was built with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+    /// The same geometry with another algorithm preference (an `Err` where
+    /// the algorithm cannot run this geometry).
+    pub fn with_algorithm(&self, algorithm: Algorithm) -> Result<Self, ConvError> {
+        Conv2dGeometry::new(self.spec().algorithm(algorithm))
+    }
+    /// Why Winograd F(2x2, 3x3) cannot run this geometry, or `None` if it can.
+    pub(crate) fn winograd_unsupported(&self) -> Option<&'static str> {
+        if (self.kh, self.kw) != (3, 3) {
+            Some("Winograd F(2x2, 3x3) needs a 3x3 kernel")
+        } else if (self.sh, self.sw) != (1, 1) {
+            Some("Winograd F(2x2, 3x3) needs stride 1")
+        } else if (self.dh, self.dw) != (1, 1) {
+            Some("Winograd F(2x2, 3x3) needs dilation 1")
+        } else if self.groups != 1 {
+            Some("Winograd F(2x2, 3x3) needs groups = 1")
+        } else if self.pad_top.max(self.pad_bottom).max(self.pad_left).max(self.pad_right) > 2 {
+            Some("Winograd F(2x2, 3x3) needs padding of at most 2 on every side")
+        } else {
+            None
         }
     }
 }

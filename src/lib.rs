@@ -51,7 +51,7 @@ pub use conv::{
 };
 pub use element::Element;
 pub use error::ConvError;
-pub use geometry::{Conv2dGeometry, Conv2dSpec, Padding};
+pub use geometry::{Algorithm, Conv2dGeometry, Conv2dSpec, Padding};
 pub use workspace::Workspace;
 
 /// The README's example, compiled and run as a doc test.

@@ -79,6 +79,26 @@ impl<T: Element> Workspace<T> {
     }
 }
 
+impl<T: Element> Workspace<T> {
+    /// Grows `scratch`, `partials` and `packed` to these lengths and returns
+    /// them (the paths generic over the element type).
+    pub(crate) fn parts_mut(
+        &mut self,
+        scratch: usize,
+        partials: usize,
+        packed: usize,
+    ) -> (&mut [T], &mut [T], &mut [T]) {
+        self.scratch_mut(scratch);
+        self.partials_mut(partials);
+        self.packed_mut(packed);
+        (
+            &mut self.scratch[..scratch],
+            &mut self.partials[..partials],
+            &mut self.packed[..packed],
+        )
+    }
+}
+
 /// A workspace's buffers viewed as f32, sized for one call of an f32-only
 /// path (see [`Workspace::f32_parts`]).
 pub(crate) struct F32Parts<'a> {

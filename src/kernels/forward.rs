@@ -98,6 +98,12 @@ pub(crate) fn forward<T: Element>(
     y: &mut [T],
     ws: &mut Workspace<T>,
 ) {
+    if super::winograd::selected::<T>(geom) {
+        let p = super::winograd::plan::<T>(geom);
+        let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);
+        super::winograd::forward(geom, &p, x, w, false, bias, y, packed, scratch);
+        return;
+    }
     if super::implicit::eligible::<T>(geom) {
         let p = super::implicit::plan(geom);
         let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, p.index_len);

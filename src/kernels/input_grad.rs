@@ -87,6 +87,12 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 
 /// `dx = conv_input_grad(dy, w)`; lengths already checked against `geom`.
 pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T], ws: &mut Workspace<T>) {
+    if let Some(tg) = super::winograd::input_grad_geometry::<T>(geom) {
+        let p = super::winograd::plan::<T>(&tg);
+        let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);
+        super::winograd::forward(&tg, &p, dy, w, true, None, dx, packed, scratch);
+        return;
+    }
     if let Some(tg) = implicit_geometry::<T>(geom) {
         let p = implicit::plan(&tg);
         let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, p.index_len);

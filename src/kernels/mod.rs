@@ -11,6 +11,7 @@ pub(crate) mod isa;
 pub(crate) mod parallel;
 pub(crate) mod sgemm;
 pub(crate) mod weight_grad;
+pub(crate) mod winograd;
 
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
@@ -38,27 +39,40 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
     if direct::eligible(geom) {
         return (0, 0, 0, 0);
     }
-    let (f_scratch, f_packed, index) = if implicit::eligible::<T>(geom) {
+    let (f_scratch, f_packed, index) = if winograd::selected::<T>(geom) {
+        let p = winograd::plan::<T>(geom);
+        (p.parts * p.scratch_len, p.packed_len, 0)
+    } else if implicit::eligible::<T>(geom) {
         let p = implicit::plan(geom);
         (p.parts * p.scratch_len, p.packed_len, p.index_len)
     } else {
         let f = forward::plan::<T>(geom);
         (f.parts * f.scratch_len.max(1), f.packed_len, 0)
     };
-    let (i_scratch, i_packed, i_index) = match input_grad::implicit_geometry::<T>(geom) {
-        Some(tg) => {
-            let p = implicit::plan(&tg);
-            (p.parts * p.scratch_len, p.packed_len, p.index_len)
-        }
-        None => {
-            let i = input_grad::plan::<T>(geom);
-            (i.parts * i.scratch_len.max(1), i.packed_len, 0)
-        }
+    let winograd_input = winograd::input_grad_geometry::<T>(geom).map(|tg| {
+        let p = winograd::plan::<T>(&tg);
+        (p.parts * p.scratch_len, p.packed_len, 0)
+    });
+    let (i_scratch, i_packed, i_index) = match winograd_input {
+        Some(sizes) => sizes,
+        None => match input_grad::implicit_geometry::<T>(geom) {
+            Some(tg) => {
+                let p = implicit::plan(&tg);
+                (p.parts * p.scratch_len, p.packed_len, p.index_len)
+            }
+            None => {
+                let i = input_grad::plan::<T>(geom);
+                (i.parts * i.scratch_len.max(1), i.packed_len, 0)
+            }
+        },
     };
-    let w = weight_grad::plan::<T>(geom);
-    let scratch = [f_scratch, i_scratch, w.parts * w.scratch_len.max(1)]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    (scratch, w.partials_len, f_packed.max(i_packed), index.max(i_index))
+    let (w_scratch, w_partials) = if winograd::selected_weight_grad::<T>(geom) {
+        let w = winograd::wgrad_plan::<T>(geom);
+        (w.scratch_len, w.partials_len)
+    } else {
+        let w = weight_grad::plan::<T>(geom);
+        (w.parts * w.scratch_len.max(1), w.partials_len)
+    };
+    let scratch = [f_scratch, i_scratch, w_scratch].into_iter().max().unwrap_or(0);
+    (scratch, w_partials, f_packed.max(i_packed), index.max(i_index))
 }

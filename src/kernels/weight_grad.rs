@@ -99,6 +99,12 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 
 /// `dw = conv_weight_grad(x, dy)`; lengths already checked against `geom`.
 pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], dw: &mut [T], ws: &mut Workspace<T>) {
+    if super::winograd::selected_weight_grad::<T>(geom) {
+        let p = super::winograd::wgrad_plan::<T>(geom);
+        let (scratch, partials, _) = ws.parts_mut(p.scratch_len, p.partials_len, 0);
+        super::winograd::weight_grad(geom, &p, x, dy, dw, scratch, partials);
+        return;
+    }
     if implicit_wgrad::eligible::<T>(geom) {
         let p = implicit_wgrad::plan(geom);
         let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, p.index_len);

@@ -1,0 +1,958 @@
+//! Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: forward, input
+//! gradient and weight gradient, f32 and f64.
+//!
+//! The output is cut into 2x2 tiles; tile `t = (n, ty, tx)` covers output
+//! pixels `(2ty + a, 2tx + b)`, `a, b in 0..2`, and reads the 4x4 input patch
+//! `d[r][c] = X[n][ci][2ty + r - pad_top][2tx + c - pad_left]` (zero outside
+//! the image). With (Lavin and Gray, 2016)
+//!
+//! ```text
+//! B^T = [1  0 -1  0]    G = [ 1    0    0 ]    A^T = [1  1  1  0]
+//!       [0  1  1  0]        [1/2  1/2  1/2]          [0  1 -1 -1]
+//!       [0 -1  1  0]        [1/2 -1/2  1/2]
+//!       [0  1  0 -1]        [ 0    0    1 ]
+//! ```
+//!
+//! the forward pass is, per tile and output channel,
+//! `Y_t[co] = A^T [ sum over ci of U[co][ci] ⊙ V_t[ci] ] A + b[co]`, with the
+//! transformed weights `U[co][ci] = G g[co][ci] G^T` and the transformed input
+//! `V_t[ci] = B^T d_t[ci] B` (4x4 each, `⊙` elementwise). For each of the 16
+//! positions `e = 4i + j` of the 4x4 the channel sum is one GEMM,
+//! `M_e[co][t] = sum over ci of U_e[co][ci] * V_e[ci][t]`: 16 GEMMs with
+//! `c_out x c_in x tiles` multiply-adds replace the direct `9 * 4 = 36` per
+//! tile (2.25x fewer). The transforms add and subtract, and scale by 1/2
+//! (exact), so all the rounding beyond the GEMMs' is a few additions per
+//! element (`docs/design.md` states the measured error).
+//!
+//! The input gradient of a stride-1 layer is the forward convolution of `dY`
+//! with the flipped, transposed kernel ([`super::implicit::input_grad_geometry`]),
+//! so it runs the same forward with `U` built from `W[co][ci][2 - ky][2 - kx]`.
+//!
+//! The weight gradient differentiates the same formula: with
+//! `dM_t[co] = A dY_t[co] A^T` (4x4 from the tile's 2x2 of `dY`, zero past the
+//! output), `dU[co][ci] = sum over tiles t of dM_t[co] ⊙ V_t[ci]` (again one
+//! GEMM per position, tiles as the reduction) and `dW[co][ci] = G^T dU[co][ci] G`.
+//!
+//! Layout and parallelism. The forward cuts the tiles of the whole batch
+//! (image-major, then row-major) into tasks of [`LANES`]-multiples; a task
+//! transforms its tiles for every input channel 16 tiles at a time (one tile
+//! per SIMD lane, written straight into the GEMM's `B` panels), runs the 16
+//! GEMMs against the weights transformed and packed once per call, and
+//! transforms the 16 products back into `Y`. Each output element's
+//! arithmetic depends on its tile alone, so tasks may follow the thread
+//! count. The weight gradient walks the tiles in fixed chunks
+//! ([`WGRAD_CHUNK_BYTES`], from the geometry alone): the transforms of a
+//! chunk run in parallel over 16-tile panels, then the 16 GEMMs in parallel
+//! (one position each) accumulate the chunk onto `dU`; chunks are added in
+//! order, so the result is bitwise the same for any thread count.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
+use super::sgemm::{self, MR, NR};
+use super::{f32s, f32s_mut};
+use crate::element::Element;
+use crate::geometry::{Algorithm, Conv2dGeometry};
+
+/// Positions of one transformed tile (4 x 4).
+const NE: usize = 16;
+/// Tiles transformed together, one per SIMD lane: one GEMM `B` panel.
+pub(crate) const LANES: usize = NR;
+
+/// Target bytes of one forward task's transformed input and products
+/// (`16 * (c_in + c_out) * tiles` elements): the 512 KiB L2.
+pub(crate) const TASK_BYTES: usize = 512 * 1024;
+
+/// Target bytes of one weight-gradient chunk's transformed input and output
+/// gradient (`16 * (c_in + c_out) * tiles` elements). The chunk's tiles are
+/// the reduction length of its 16 GEMMs, which reload `dU` once per chunk;
+/// long chunks amortize that, and the chunk is shared by all threads.
+pub(crate) const WGRAD_CHUNK_BYTES: usize = 8 << 20;
+
+/// Fewest input and output channels for which [`Algorithm::Auto`] runs the
+/// forward pass and the input gradient by Winograd. Medians of 3 alternating
+/// runs, 1 thread, GFLOP/s counted as direct FLOPs, GEMM paths against
+/// Winograd: resnet_3x3_56 (64 channels) forward 52.8 / 72.7, input gradient
+/// 53.9 / 72.9; resnet_3x3_14 (256) 67.8 / 120.4 and 73.2 / 117.1;
+/// cifar_3x3 (32) 41.2 / 34.2 and 45.9 / 38.8 (the transforms, not the
+/// GEMMs, dominate at 32 channels).
+pub(crate) const AUTO_MIN_CHANNELS: usize = 64;
+
+/// Fewest tiles (`n * ceil(oh/2) * ceil(ow/2)`) for which `Auto` picks
+/// Winograd: batch-1 14x14 (49 tiles, infer_b1_3x3) measured forward 44.2
+/// against 44.7 and input gradient 43.6 against 43.0 (a wash: 49 tiles
+/// leave the 16 GEMMs too narrow to pay for the transforms).
+pub(crate) const AUTO_MIN_TILES: usize = 64;
+
+/// Fewest input and output channels for which `Auto` runs the weight
+/// gradient by Winograd: resnet_3x3_14 (256) measured 49.8 against 63.1
+/// GFLOP/s, but resnet_3x3_56 (64) 64.3 against 40.4 and cifar_3x3 (32)
+/// 41.4 against 18.9 (the chunk transforms are written as scattered
+/// stores into the packed operands, which small channel counts cannot
+/// amortize). Between 64 and 256 no suite row measures the crossover.
+pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD: usize = 128;
+
+/// Whether `geom` can run Winograd at all for `T` under its algorithm
+/// preference, and if `Auto`, whether it has the channels and tiles `min_c`
+/// and [`AUTO_MIN_TILES`] ask for.
+fn chosen<T>(geom: &Conv2dGeometry, min_c: usize) -> bool {
+    match geom.algorithm() {
+        Algorithm::Gemm => false,
+        // `Conv2dGeometry::new` rejects a geometry Winograd cannot run.
+        Algorithm::Winograd => geom.winograd_unsupported().is_none(),
+        Algorithm::Auto => {
+            let tiles = geom.n() * geom.oh().div_ceil(2) * geom.ow().div_ceil(2);
+            super::packed_path::<T>()
+                && geom.winograd_unsupported().is_none()
+                && geom.c_in().min(geom.c_out()) >= min_c
+                && tiles >= AUTO_MIN_TILES
+        }
+    }
+}
+
+/// Whether the forward pass of `geom` runs Winograd for element type `T`.
+pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> bool {
+    chosen::<T>(geom, AUTO_MIN_CHANNELS)
+}
+
+/// Whether the weight gradient of `geom` runs Winograd for element type `T`.
+pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> bool {
+    chosen::<T>(geom, AUTO_MIN_CHANNELS_WEIGHT_GRAD)
+}
+
+/// The forward geometry whose Winograd forward is `geom`'s input gradient,
+/// where Winograd is [`selected`] for `geom`.
+pub(crate) fn input_grad_geometry<T>(geom: &Conv2dGeometry) -> Option<Conv2dGeometry> {
+    if selected::<T>(geom) {
+        super::implicit::input_grad_geometry(geom)
+    } else {
+        None
+    }
+}
+
+/// How one forward call is cut into tasks.
+pub(crate) struct Plan {
+    ntx: usize,
+    tiles_per_image: usize,
+    ntiles: usize,
+    /// Tiles per task (a multiple of [`LANES`]).
+    block: usize,
+    ntasks: usize,
+    packed: bool,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+    pub(crate) packed_len: usize,
+}
+
+/// Elements to skip so that `s[offset..]` starts on a 64-byte line.
+fn align64<T>(s: &[T]) -> usize {
+    let size = std::mem::size_of::<T>();
+    let mis = (s.as_ptr() as usize) % 64;
+    if mis == 0 { 0 } else { (64 - mis) / size }
+}
+
+/// Elements of one position's transformed weights.
+fn u_len(packed: bool, cout: usize, cin: usize) -> usize {
+    if packed {
+        sgemm::packed_a_len(cout, cin)
+    } else {
+        cout * cin
+    }
+}
+
+/// The forward plan of `geom` (the geometry the Winograd forward runs: the
+/// layer's own, or its input gradient's).
+pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
+    let packed = super::packed_path::<T>();
+    let (cin, cout) = (geom.c_in(), geom.c_out());
+    let (nty, ntx) = (geom.oh().div_ceil(2), geom.ow().div_ceil(2));
+    let ntiles = geom.n() * nty * ntx;
+    let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
+    let by_bytes = (TASK_BYTES / per_tile / LANES).max(1) * LANES;
+    let threads = rayon::current_num_threads().max(1);
+    let by_tasks = ntiles.div_ceil(threads * TASKS_PER_THREAD).div_ceil(LANES) * LANES;
+    let block = by_bytes.min(by_tasks).max(LANES);
+    let ntasks = ntiles.div_ceil(block);
+    Plan {
+        ntx,
+        tiles_per_image: nty * ntx,
+        ntiles,
+        block,
+        ntasks,
+        packed,
+        parts: parts_for(ntasks),
+        scratch_len: NE * (cin + cout) * block + 64,
+        packed_len: NE * u_len(packed, cout, cin) + 64,
+    }
+}
+
+/// Tiles per parallel piece of a weight-gradient chunk's transforms.
+const PIECE: usize = 64;
+
+/// Longest run of tiles one transform call handles (part of one tile row).
+const SEG: usize = 64;
+
+/// A run of tiles along one tile row: image `n`, tile row `ty`, tiles
+/// `tx0 .. tx0 + len`, the first being tile `t` of the call's range.
+#[derive(Clone, Copy)]
+struct Segment {
+    n: usize,
+    ty: usize,
+    tx0: usize,
+    len: usize,
+    t: usize,
+}
+
+/// The tile grid of one call: `ntx` tiles per row, `per_image` per image.
+#[derive(Clone, Copy)]
+struct Grid {
+    ntx: usize,
+    per_image: usize,
+}
+
+impl Grid {
+    /// The runs covering tiles `t0..t1`, in order.
+    #[inline(always)]
+    fn segments(self, t0: usize, t1: usize) -> Segments {
+        Segments { grid: self, t: t0, t1 }
+    }
+}
+
+/// Iterator over the runs of [`Grid::segments`].
+struct Segments {
+    grid: Grid,
+    t: usize,
+    t1: usize,
+}
+
+impl Iterator for Segments {
+    type Item = Segment;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Segment> {
+        if self.t >= self.t1 {
+            return None;
+        }
+        let t = self.t;
+        let (n, r) = (t / self.grid.per_image, t % self.grid.per_image);
+        let (ty, tx0) = (r / self.grid.ntx, r % self.grid.ntx);
+        let len = (self.grid.ntx - tx0).min(self.t1 - t).min(SEG);
+        self.t += len;
+        Some(Segment { n, ty, tx0, len, t })
+    }
+}
+
+/// The plane a transform reads: `nch` channels of `h x w` per image,
+/// `pt` / `pl` rows / columns of zero padding before it.
+#[derive(Clone, Copy)]
+struct Plane {
+    nch: usize,
+    h: usize,
+    w: usize,
+    pt: usize,
+    pl: usize,
+}
+
+/// Transformed values of a block of at most [`SEG`] tiles: `v[e][i]` for
+/// position `e`, tile `i`.
+type Rows<T> = [[T; SEG]; NE];
+
+/// The row transform of the 4x4 input patch of every tile `a..b` of
+/// channel `ch`: `d[4r + j][i] = (d_r B)[j]` for patch row `r` of tile `i`
+/// (the patch zero outside the image). Interior tiles split the input row
+/// into even and odd columns, `E[i] = row[2i]`, `O[i] = row[2i + 1]`, so
+/// that `d_r B = (E[i] - E[i+1], O[i] + E[i+1], E[i+1] - O[i], O[i] - O[i+1])`
+/// runs along contiguous arrays; the one or two tiles at each end of a tile
+/// row that reach into the padding take the element-wise path.
+#[inline(always)]
+fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, a: usize, b: usize, d: &mut Rows<T>) {
+    let mut e = [T::ZERO; SEG + 1];
+    let mut o = [T::ZERO; SEG + 1];
+    for s in grid.segments(a, b) {
+        let i0 = s.t - a;
+        let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
+        let c0 = 2 * s.tx0;
+        let len = s.len;
+        for r in 0..4 {
+            let iy = 2 * s.ty + r;
+            let Ok([d0, d1, d2, d3]) = d.get_disjoint_mut([4 * r, 4 * r + 1, 4 * r + 2, 4 * r + 3]) else {
+                unreachable!()
+            };
+            let (d0, d1, d2, d3) = (
+                &mut d0[i0..i0 + len],
+                &mut d1[i0..i0 + len],
+                &mut d2[i0..i0 + len],
+                &mut d3[i0..i0 + len],
+            );
+            if iy < src.pt || iy >= src.h + src.pt {
+                for dd in [d0, d1, d2, d3] {
+                    dd.fill(T::ZERO);
+                }
+                continue;
+            }
+            let row = &plane[(iy - src.pt) * src.w..][..src.w];
+            // Tiles lo..hi read only columns inside the row.
+            let lo = src.pl.saturating_sub(c0).div_ceil(2).min(len);
+            let hi = ((src.w + src.pl).saturating_sub(c0 + 2) / 2).clamp(lo, len);
+            if hi > lo {
+                let n = hi - lo;
+                let start = c0 + 2 * lo - src.pl;
+                for (i, pair) in row[start..start + 2 * n + 2].chunks_exact(2).enumerate() {
+                    e[i] = pair[0];
+                    o[i] = pair[1];
+                }
+                let (d0, d1, d2, d3) = (&mut d0[lo..hi], &mut d1[lo..hi], &mut d2[lo..hi], &mut d3[lo..hi]);
+                let (e0, e1, o0, o1) = (&e[..n], &e[1..n + 1], &o[..n], &o[1..n + 1]);
+                for i in 0..n {
+                    d0[i] = e0[i] - e1[i];
+                    d1[i] = o0[i] + e1[i];
+                    d2[i] = e1[i] - o0[i];
+                    d3[i] = o0[i] - o1[i];
+                }
+            }
+            let at = |c: usize| {
+                if c >= src.pl && c < src.w + src.pl {
+                    row[c - src.pl]
+                } else {
+                    T::ZERO
+                }
+            };
+            for i in (0..lo).chain(hi..len) {
+                let (x0, x1, x2, x3) = (
+                    at(c0 + 2 * i),
+                    at(c0 + 2 * i + 1),
+                    at(c0 + 2 * i + 2),
+                    at(c0 + 2 * i + 3),
+                );
+                d0[i] = x0 - x2;
+                d1[i] = x1 + x2;
+                d2[i] = x2 - x1;
+                d3[i] = x1 - x3;
+            }
+        }
+    }
+}
+
+super::isa::dispatch!(
+    /// `V = B^T d B` of channel `ch` for tiles `a..b` (at most [`SEG`]) into
+    /// `v[e][..b - a]`: the patches are gathered into 16 arrays (one per
+    /// patch element, a tile per lane), then the row and column transforms
+    /// run along the tiles. `d` is scratch. Compiled for the widest
+    /// instruction set; additions only, so every path gives the same bits.
+    fn input_rows<T>(x: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, v: &mut Rows<T>) => input_rows_impl
+);
+
+#[inline(always)]
+fn input_rows_impl<T: Element>(
+    x: &[T],
+    src: &Plane,
+    grid: Grid,
+    ch: usize,
+    tiles: Range<usize>,
+    d: &mut Rows<T>,
+    v: &mut Rows<T>,
+) {
+    let (a, b) = (tiles.start, tiles.end);
+    row_transform_input(x, src, grid, ch, a, b, d);
+    for j in 0..4 {
+        let (r0, r1, r2, r3) = (&d[j], &d[4 + j], &d[8 + j], &d[12 + j]);
+        let Ok([v0, v1, v2, v3]) = v.get_disjoint_mut([j, 4 + j, 8 + j, 12 + j]) else {
+            unreachable!()
+        };
+        // All SEG lanes (a fixed trip count vectorizes fully); lanes past
+        // `len` hold leftovers of earlier calls and are never read.
+        for i in 0..SEG {
+            v0[i] = r0[i] - r2[i];
+            v1[i] = r1[i] + r2[i];
+            v2[i] = r2[i] - r1[i];
+            v3[i] = r1[i] - r3[i];
+        }
+    }
+}
+
+super::isa::dispatch!(
+    /// `dM = A dY A^T` of channel `ch` (of an `h x w` output gradient) for
+    /// tiles `a..b` into `dm[e][..b - a]`; `dY` past the plane is zero. `d`
+    /// is scratch. Compiled for the widest instruction set.
+    fn output_grad_rows<T>(dy: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, dm: &mut Rows<T>) => output_grad_rows_impl
+);
+
+#[inline(always)]
+fn output_grad_rows_impl<T: Element>(
+    dy: &[T],
+    src: &Plane,
+    grid: Grid,
+    ch: usize,
+    tiles: Range<usize>,
+    d: &mut Rows<T>,
+    dm: &mut Rows<T>,
+) {
+    let (a, b) = (tiles.start, tiles.end);
+    let len = b - a;
+    // d[2a + b][i]: dY pixel (a, b) of tile i.
+    for s in grid.segments(a, b) {
+        let i0 = s.t - a;
+        let plane = &dy[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
+        let c0 = 2 * s.tx0;
+        for ya in 0..2 {
+            let y = 2 * s.ty + ya;
+            let Ok([e, o]) = d.get_disjoint_mut([2 * ya, 2 * ya + 1]) else {
+                unreachable!()
+            };
+            let (e, o) = (&mut e[i0..i0 + s.len], &mut o[i0..i0 + s.len]);
+            if y >= src.h {
+                e.fill(T::ZERO);
+                o.fill(T::ZERO);
+                continue;
+            }
+            let row = &plane[y * src.w..][..src.w];
+            let full = if c0 + 2 * s.len <= src.w { s.len } else { s.len - 1 };
+            for i in 0..full {
+                e[i] = row[c0 + 2 * i];
+                o[i] = row[c0 + 2 * i + 1];
+            }
+            if full < s.len {
+                // The last tile's right column lies past the plane.
+                e[full] = row[c0 + 2 * full];
+                o[full] = T::ZERO;
+            }
+        }
+    }
+    // Row transform of dY rows 0 and 1 into d[4..12]: q[4a + j].
+    for ya in 0..2 {
+        let Ok([e, o, q0, q1, q2, q3]) =
+            d.get_disjoint_mut([2 * ya, 2 * ya + 1, 4 + 4 * ya, 5 + 4 * ya, 6 + 4 * ya, 7 + 4 * ya])
+        else {
+            unreachable!()
+        };
+        for i in 0..len {
+            let (y0, y1) = (e[i], o[i]);
+            q0[i] = y0;
+            q1[i] = y0 + y1;
+            q2[i] = y0 - y1;
+            q3[i] = -y1;
+        }
+    }
+    for j in 0..4 {
+        let (q0, q1) = (&d[4 + j], &d[8 + j]);
+        let Ok([d0, d1, d2, d3]) = dm.get_disjoint_mut([j, 4 + j, 8 + j, 12 + j]) else {
+            unreachable!()
+        };
+        for i in 0..len {
+            d0[i] = q0[i];
+            d1[i] = q0[i] + q1[i];
+            d2[i] = q0[i] - q1[i];
+            d3[i] = -q1[i];
+        }
+    }
+}
+
+super::isa::dispatch!(
+    /// `Y = A^T M A + bias` for `len` tiles whose products lie at
+    /// `m[e * plane + at ..][..len]`: `y[2a + b][i]` is pixel `(a, b)` of
+    /// tile `i`. `s` is scratch. Compiled for the widest instruction set.
+    fn output_rows<T>(m: &[T], plane: usize, at: usize, len: usize, bias: T, s: &mut Rows<T>, y: &mut Rows<T>) => output_rows_impl
+);
+
+#[inline(always)]
+fn output_rows_impl<T: Element>(
+    m: &[T],
+    plane: usize,
+    at: usize,
+    len: usize,
+    bias: T,
+    s: &mut Rows<T>,
+    y: &mut Rows<T>,
+) {
+    // s[2i + b][t]: the column transform of row i of M.
+    for i in 0..4 {
+        let row = |j: usize| &m[(i * 4 + j) * plane + at..][..len];
+        let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
+        let Ok([s0, s1]) = s.get_disjoint_mut([i * 2, i * 2 + 1]) else {
+            unreachable!()
+        };
+        for t in 0..len {
+            s0[t] = m0[t] + m1[t] + m2[t];
+            s1[t] = m1[t] - m2[t] - m3[t];
+        }
+    }
+    for b in 0..2 {
+        let (s0, s1, s2, s3) = (&s[b], &s[2 + b], &s[4 + b], &s[6 + b]);
+        let Ok([y0, y1]) = y.get_disjoint_mut([b, 2 + b]) else {
+            unreachable!()
+        };
+        for t in 0..len {
+            y0[t] = s0[t] + s1[t] + s2[t] + bias;
+            y1[t] = s1[t] - s2[t] - s3[t] + bias;
+        }
+    }
+}
+
+/// `U = G g G^T` for one 3x3 kernel `g[ky][kx]` (positions `4i + j`).
+fn weight_transform<T: Element>(g: [[T; 3]; 3]) -> [T; NE] {
+    let half = T::from_f64(0.5);
+    let mut t = [[T::ZERO; 3]; 4];
+    for c in 0..3 {
+        t[0][c] = g[0][c];
+        t[1][c] = (g[0][c] + g[1][c] + g[2][c]) * half;
+        t[2][c] = (g[0][c] - g[1][c] + g[2][c]) * half;
+        t[3][c] = g[2][c];
+    }
+    let mut u = [T::ZERO; NE];
+    for i in 0..4 {
+        u[i * 4] = t[i][0];
+        u[i * 4 + 1] = (t[i][0] + t[i][1] + t[i][2]) * half;
+        u[i * 4 + 2] = (t[i][0] - t[i][1] + t[i][2]) * half;
+        u[i * 4 + 3] = t[i][2];
+    }
+    u
+}
+
+/// Transforms the weights of `geom`'s forward into the 16 GEMM operands
+/// `U_e` (`c_out x c_in`), packed as `A` panels on the packed path, row-major
+/// otherwise. With `flipped`, `w` holds the weights of the layer whose input
+/// gradient `geom` is: `geom`'s kernel `(o, i, ky, kx)` is
+/// `w[i][o][2 - ky][2 - kx]`.
+fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, packed: bool, u: &mut [T]) {
+    let (cout, cin) = (geom.c_out(), geom.c_in());
+    let ulen = u_len(packed, cout, cin);
+    let base = SharedMut(u.as_mut_ptr());
+    let ulen_all = u.len();
+    (0..cout.div_ceil(MR)).into_par_iter().for_each(|ip| {
+        for o in ip * MR..cout.min((ip + 1) * MR) {
+            for i in 0..cin {
+                let mut g = [[T::ZERO; 3]; 3];
+                for (ky, row) in g.iter_mut().enumerate() {
+                    for (kx, v) in row.iter_mut().enumerate() {
+                        *v = if flipped {
+                            w[((i * cout + o) * 3 + 2 - ky) * 3 + 2 - kx]
+                        } else {
+                            w[((o * cin + i) * 3 + ky) * 3 + kx]
+                        };
+                    }
+                }
+                let ue = weight_transform(g);
+                let at = if packed {
+                    ip * MR * cin + i * MR + o % MR
+                } else {
+                    o * cin + i
+                };
+                for (e, &val) in ue.iter().enumerate() {
+                    let idx = e * ulen + at;
+                    assert!(idx < ulen_all);
+                    // SAFETY: `idx` is inside `u` (checked). Task `ip` writes
+                    // only the elements of rows `ip*MR .. (ip+1)*MR` of every
+                    // position (packed: panel `ip`; row-major: those rows),
+                    // which no other task writes.
+                    unsafe { *base.get().add(idx) = val };
+                }
+            }
+        }
+    });
+    // The packed panels' rows past `c_out` must read as zeros.
+    if packed && cout % MR != 0 {
+        let ip = cout / MR;
+        for e in 0..NE {
+            for i in 0..cin {
+                for r in cout % MR..MR {
+                    u[e * ulen + ip * MR * cin + i * MR + r] = T::ZERO;
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, W) + bias` by Winograd for the forward geometry `geom`;
+/// `w` as in [`transform_weights`]. `packed` and `scratch` hold the plan's
+/// lengths.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward<T: Element>(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[T],
+    w: &[T],
+    flipped: bool,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    packed: &mut [T],
+    scratch: &mut [T],
+) {
+    let (cin, cout) = (geom.c_in(), geom.c_out());
+    let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
+    let (pt, _, pl, _) = geom.padding();
+    let src = Plane {
+        nch: cin,
+        h,
+        w: wd,
+        pt,
+        pl,
+    };
+    let ulen = u_len(p.packed, cout, cin);
+    let uo = align64(packed);
+    let u = &mut packed[uo..uo + NE * ulen];
+    transform_weights(geom, w, flipped, p.packed, u);
+    let u: &[T] = u;
+    let grid = Grid {
+        ntx: p.ntx,
+        per_image: p.tiles_per_image,
+    };
+    let ybase = SharedMut(y.as_mut_ptr());
+    let ylen = y.len();
+    let block = p.block;
+    let (ve, me) = (cin * block, cout * block);
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, s| {
+        let t0 = task * block;
+        let t1 = (t0 + block).min(p.ntiles);
+        let nt = t1 - t0;
+        let so = align64(s);
+        let (v, m) = s[so..so + NE * (ve + me)].split_at_mut(NE * ve);
+        let mut rows = [[T::ZERO; SEG]; NE];
+        let mut tmp = [[T::ZERO; SEG]; NE];
+        for ba in (t0..t1).step_by(SEG) {
+            let bb = (ba + SEG).min(t1);
+            let (t, len) = (ba - t0, bb - ba);
+            for ci in 0..cin {
+                input_rows(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows);
+                for (e, row) in rows.iter().enumerate() {
+                    let plane = &mut v[e * ve..(e + 1) * ve];
+                    if p.packed {
+                        // B panels of 16 tiles, step `ci`: 16-tile pieces.
+                        let mut i = 0;
+                        while i < len {
+                            let tt = t + i;
+                            let n = (LANES - tt % LANES).min(len - i);
+                            let at = (tt / LANES) * LANES * cin + ci * LANES + tt % LANES;
+                            if n == LANES {
+                                // A whole panel row: a fixed-size copy.
+                                let dst: &mut [T; LANES] = (&mut plane[at..at + LANES]).try_into().unwrap();
+                                *dst = row[i..i + LANES].try_into().unwrap();
+                            } else {
+                                plane[at..at + n].copy_from_slice(&row[i..i + n]);
+                            }
+                            i += n;
+                        }
+                    } else {
+                        plane[ci * block + t..ci * block + t + len].copy_from_slice(&row[..len]);
+                    }
+                }
+            }
+        }
+        for e in 0..NE {
+            if p.packed {
+                let (u, v, m) = (f32s(u), f32s(v), f32s_mut(m));
+                // SAFETY: `U_e` holds ceil(cout/MR) panels of `cin` steps,
+                // `V_e` npan panels of `cin` steps, and `M_e` cout rows of
+                // `block >= nt` elements; the packed kernel runs (plan).
+                unsafe {
+                    sgemm::gemm(
+                        cout,
+                        nt,
+                        cin,
+                        u.as_ptr().add(e * ulen),
+                        MR * cin,
+                        v.as_ptr().add(e * ve),
+                        NR * cin,
+                        m.as_mut_ptr().add(e * me),
+                        block,
+                        false,
+                    );
+                }
+            } else {
+                // SAFETY: row-major `U_e` (cout x cin), `V_e` (cin x block)
+                // and `M_e` (cout x block), all inside their slices.
+                unsafe {
+                    T::gemm(
+                        cout,
+                        cin,
+                        nt,
+                        T::ONE,
+                        u.as_ptr().add(e * ulen),
+                        cin as isize,
+                        1,
+                        v.as_ptr().add(e * ve),
+                        block as isize,
+                        1,
+                        T::ZERO,
+                        m.as_mut_ptr().add(e * me),
+                        block as isize,
+                        1,
+                    );
+                }
+            }
+        }
+        let mut line = [T::ZERO; 2 * SEG];
+        for ba in (t0..t1).step_by(SEG) {
+            let bb = (ba + SEG).min(t1);
+            for co in 0..cout {
+                let b = bias.map_or(T::ZERO, |b| b[co]);
+                output_rows(m, me, co * block + ba - t0, bb - ba, b, &mut tmp, &mut rows);
+                for sg in grid.segments(ba, bb) {
+                    let i0 = sg.t - ba;
+                    let (ox0, oy0) = (2 * sg.tx0, 2 * sg.ty);
+                    let wlen = (2 * sg.len).min(ow - ox0);
+                    for a in 0..2 {
+                        if oy0 + a >= oh {
+                            continue;
+                        }
+                        let (y0, y1) = (&rows[2 * a][i0..i0 + sg.len], &rows[2 * a + 1][i0..i0 + sg.len]);
+                        for i in 0..sg.len {
+                            line[2 * i] = y0[i];
+                            line[2 * i + 1] = y1[i];
+                        }
+                        let idx = ((sg.n * cout + co) * oh + oy0 + a) * ow + ox0;
+                        assert!(idx + wlen <= ylen);
+                        // SAFETY: `idx .. idx + wlen` lies inside `y`
+                        // (checked); these pixels belong to tiles of this
+                        // task's range, which no other task computes.
+                        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), ybase.get().add(idx), wlen) };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// How one weight-gradient call walks the tiles.
+pub(crate) struct WgradPlan {
+    ntx: usize,
+    tiles_per_image: usize,
+    ntiles: usize,
+    /// Tiles per chunk (a multiple of [`LANES`]); from the geometry alone.
+    chunk: usize,
+    packed: bool,
+    pub(crate) scratch_len: usize,
+    pub(crate) partials_len: usize,
+}
+
+/// Elements of one position's transformed input and output gradient for a
+/// chunk of `k` tiles (`k` a multiple of [`LANES`]).
+fn wgrad_planes(packed: bool, cin: usize, cout: usize, k: usize) -> (usize, usize) {
+    if packed {
+        (sgemm::packed_b_len(k, cin), sgemm::packed_a_len(cout, k))
+    } else {
+        (cin * k, cout * k)
+    }
+}
+
+pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
+    let packed = super::packed_path::<T>();
+    let (cin, cout) = (geom.c_in(), geom.c_out());
+    let (nty, ntx) = (geom.oh().div_ceil(2), geom.ow().div_ceil(2));
+    let ntiles = geom.n() * nty * ntx;
+    let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
+    let chunk = (WGRAD_CHUNK_BYTES / per_tile / LANES)
+        .max(1)
+        .min(ntiles.div_ceil(LANES))
+        * LANES;
+    let (vp, mp) = wgrad_planes(packed, cin, cout, chunk);
+    WgradPlan {
+        ntx,
+        tiles_per_image: nty * ntx,
+        ntiles,
+        chunk,
+        packed,
+        scratch_len: NE * (vp + mp) + 64,
+        partials_len: NE * cout * cin,
+    }
+}
+
+/// `dW` of a geometry by Winograd ([`selected_weight_grad`]); `scratch` and `partials`
+/// hold the plan's lengths.
+pub(crate) fn weight_grad<T: Element>(
+    geom: &Conv2dGeometry,
+    p: &WgradPlan,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    scratch: &mut [T],
+    du: &mut [T],
+) {
+    let (cin, cout) = (geom.c_in(), geom.c_out());
+    let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
+    let (pt, _, pl, _) = geom.padding();
+    let src = Plane {
+        nch: cin,
+        h,
+        w: wd,
+        pt,
+        pl,
+    };
+    let out = Plane {
+        nch: cout,
+        h: oh,
+        w: ow,
+        pt: 0,
+        pl: 0,
+    };
+    let grid = Grid {
+        ntx: p.ntx,
+        per_image: p.tiles_per_image,
+    };
+    let so = align64(scratch);
+    let scratch = &mut scratch[so..];
+    let du = &mut du[..NE * cout * cin];
+    let nchunks = p.ntiles.div_ceil(p.chunk);
+    for c in 0..nchunks {
+        let t0 = c * p.chunk;
+        let t1 = (t0 + p.chunk).min(p.ntiles);
+        let k = (t1 - t0).div_ceil(LANES) * LANES;
+        let (vp, mp) = wgrad_planes(p.packed, cin, cout, k);
+        let (v, m) = scratch[..NE * (vp + mp)].split_at_mut(NE * vp);
+        let (vb, mb) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
+        let (vlen, mlen) = (v.len(), m.len());
+        // Element (channel `ch`, chunk tile `tt`) of position `e` lies at
+        // `e * plane + base(ch) + tt * stride`: packed `V_e` is `B` (tiles x
+        // cin, 16-channel panels), packed `dM_e` is `A` (cout x tiles,
+        // MR-channel panels); otherwise both are row-major, a row per channel.
+        let v_at = |ci: usize| {
+            if p.packed {
+                ((ci / NR) * NR * k + ci % NR, NR)
+            } else {
+                (ci * k, 1)
+            }
+        };
+        let m_at = |co: usize| {
+            if p.packed {
+                ((co / MR) * MR * k + co % MR, MR)
+            } else {
+                (co * k, 1)
+            }
+        };
+        let store = |dst: &SharedMut<T>,
+                     len: usize,
+                     plane: usize,
+                     (base, stride): (usize, usize),
+                     tt: usize,
+                     rows: &Rows<T>,
+                     n: usize| {
+            for (e, row) in rows.iter().enumerate() {
+                let first = e * plane + base + tt * stride;
+                assert!(first + (n - 1) * stride < len);
+                for (i, &val) in row[..n].iter().enumerate() {
+                    // SAFETY: inside the buffer (checked); tile `tt + i` of
+                    // the chunk belongs to one piece, and no other piece
+                    // writes its elements.
+                    unsafe { *dst.get().add(first + i * stride) = val };
+                }
+            }
+        };
+        (0..(t1 - t0).div_ceil(PIECE)).into_par_iter().for_each(|piece| {
+            let (a, b) = (t0 + piece * PIECE, (t0 + (piece + 1) * PIECE).min(t1));
+            let mut rows = [[T::ZERO; SEG]; NE];
+            let mut tmp = [[T::ZERO; SEG]; NE];
+            for ba in (a..b).step_by(SEG) {
+                let bb = (ba + SEG).min(b);
+                for ci in 0..cin {
+                    input_rows(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows);
+                    store(&vb, vlen, vp, v_at(ci), ba - t0, &rows, bb - ba);
+                }
+                for co in 0..cout {
+                    output_grad_rows(dy, &out, grid, co, ba..bb, &mut tmp, &mut rows);
+                    store(&mb, mlen, mp, m_at(co), ba - t0, &rows, bb - ba);
+                }
+            }
+        });
+        if k > t1 - t0 {
+            // The chunk's last panel is partly past the tiles: zero its
+            // tail steps in both operands.
+            zero_tail(v, vp, cin, k, t1 - t0, p.packed, NR);
+            zero_tail(m, mp, cout, k, t1 - t0, p.packed, MR);
+        }
+        let dub = SharedMut(du.as_mut_ptr());
+        let (v, m): (&[T], &[T]) = (v, m);
+        (0..NE).into_par_iter().for_each(|e| {
+            // SAFETY: position `e` owns `dU_e`, rows e*cout .. (e+1)*cout of
+            // `du`; no other task touches them.
+            let du_e = unsafe { std::slice::from_raw_parts_mut(dub.get().add(e * cout * cin), cout * cin) };
+            if p.packed {
+                let (v, m, du_e) = (f32s(v), f32s(m), f32s_mut(du_e));
+                // SAFETY: `dM_e` holds ceil(cout/MR) panels of `k` steps,
+                // `V_e` ceil(cin/NR) panels of `k` steps, `dU_e` is cout x cin.
+                unsafe {
+                    sgemm::gemm(
+                        cout,
+                        cin,
+                        k,
+                        m.as_ptr().add(e * mp),
+                        MR * k,
+                        v.as_ptr().add(e * vp),
+                        NR * k,
+                        du_e.as_mut_ptr(),
+                        cin,
+                        c > 0,
+                    );
+                }
+            } else {
+                // SAFETY: row-major `dM_e` (cout x k), `V_e` (cin x k) read
+                // transposed, `dU_e` (cout x cin).
+                unsafe {
+                    T::gemm(
+                        cout,
+                        k,
+                        cin,
+                        T::ONE,
+                        m.as_ptr().add(e * mp),
+                        k as isize,
+                        1,
+                        v.as_ptr().add(e * vp),
+                        1,
+                        k as isize,
+                        if c > 0 { T::ONE } else { T::ZERO },
+                        du_e.as_mut_ptr(),
+                        cin as isize,
+                        1,
+                    );
+                }
+            }
+        });
+    }
+    let du: &[T] = du;
+    dw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, dwo)| {
+        for (ci, g) in dwo.chunks_exact_mut(9).enumerate() {
+            let mut t = [T::ZERO; NE];
+            for (e, v) in t.iter_mut().enumerate() {
+                *v = du[(e * cout + co) * cin + ci];
+            }
+            g.copy_from_slice(&weight_grad_transform(&t));
+        }
+    });
+}
+
+/// Zeroes steps `from..k` of every channel of every position (the tiles
+/// past the chunk's end in its last 16-tile panel), in a chunk plane laid
+/// out as [`weight_grad`] describes (`width`-channel panels when packed).
+fn zero_tail<T: Element>(buf: &mut [T], plane: usize, nch: usize, k: usize, from: usize, packed: bool, width: usize) {
+    for e in 0..NE {
+        let pl = &mut buf[e * plane..(e + 1) * plane];
+        if packed {
+            for panel in pl[..nch.div_ceil(width) * width * k].chunks_exact_mut(width * k) {
+                panel[from * width..].fill(T::ZERO);
+            }
+        } else {
+            for row in pl[..nch * k].chunks_exact_mut(k) {
+                row[from..].fill(T::ZERO);
+            }
+        }
+    }
+}
+
+/// `dg = G^T dU G` for one kernel (`du` at positions `4i + j`), as `dg[3ky + kx]`.
+fn weight_grad_transform<T: Element>(du: &[T; NE]) -> [T; 9] {
+    let half = T::from_f64(0.5);
+    let mut r = [[T::ZERO; 3]; 4];
+    for i in 0..4 {
+        let (u0, u1, u2, u3) = (du[i * 4], du[i * 4 + 1], du[i * 4 + 2], du[i * 4 + 3]);
+        r[i][0] = u0 + (u1 + u2) * half;
+        r[i][1] = (u1 - u2) * half;
+        r[i][2] = (u1 + u2) * half + u3;
+    }
+    let mut g = [T::ZERO; 9];
+    for b in 0..3 {
+        g[b] = r[0][b] + (r[1][b] + r[2][b]) * half;
+        g[3 + b] = (r[1][b] - r[2][b]) * half;
+        g[6 + b] = (r[1][b] + r[2][b]) * half + r[3][b];
+    }
+    g
+}

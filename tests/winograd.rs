@@ -1,0 +1,253 @@
+//! Winograd F(2x2, 3x3) against the f64 reference, in f32 and f64, on 600
+//! seeded random geometries per type and on edge shapes, with NaN-poisoned
+//! outputs; the algorithm preference (`Auto` picks the documented path,
+//! bitwise); bitwise determinism over thread counts.
+//!
+//! Error bound. Winograd mixes the elements of one 2x2 output tile (forward,
+//! input gradient) or of one 3x3 kernel (weight gradient) through its
+//! transforms, so an element's rounding error scales with the largest
+//! magnitude in its tile or kernel rather than with its own. The test bound is
+//! the GEMM paths' `2 (L + 1) eps M` with `M` the largest `sum |terms|` in the
+//! element's 2x2 output tile (forward, input gradient) or 3x3 kernel (weight
+//! gradient). Measured over these geometries: at most 0.56 (L + 1) eps M in
+//! f32 and f64 (the GEMM bound's 2 leaves room).
+
+mod common;
+
+use common::*;
+use ferroconv::{
+    Algorithm, Conv2dGeometry, Conv2dSpec, ConvError, Element, Padding, Workspace, conv2d_input_grad_into, conv2d_into,
+    conv2d_weight_grad_into,
+};
+use rand::RngExt;
+
+const RANDOM_CASES: u64 = 600;
+
+fn random_winograd_geometry(r: &mut rand::rngs::StdRng) -> Conv2dGeometry {
+    loop {
+        let n = [1, 1, 2, 3][r.random_range(0..4)];
+        let (ci, co) = (r.random_range(1..40), r.random_range(1..40));
+        let (h, w) = (r.random_range(1..16), r.random_range(1..16));
+        let p = Padding::explicit(
+            r.random_range(0..3),
+            r.random_range(0..3),
+            r.random_range(0..3),
+            r.random_range(0..3),
+        );
+        if let Ok(g) = Conv2dSpec::new(n, ci, h, w, co, 3, 3)
+            .padding(p)
+            .algorithm(Algorithm::Winograd)
+            .build()
+        {
+            return g;
+        }
+    }
+}
+
+/// Each element's magnitude replaced by the largest in its 2x2 output tile
+/// (planes of `h x w`, tiles at even coordinates).
+fn tile_max(mag: &[f64], h: usize, w: usize) -> Vec<f64> {
+    let mut out = vec![0.0; mag.len()];
+    for (pi, plane) in mag.chunks(h * w).enumerate() {
+        for y in 0..h {
+            for x in 0..w {
+                let mut m: f64 = 0.0;
+                for yy in (y / 2 * 2)..(y / 2 * 2 + 2).min(h) {
+                    for xx in (x / 2 * 2)..(x / 2 * 2 + 2).min(w) {
+                        m = m.max(plane[yy * w + xx]);
+                    }
+                }
+                out[pi * h * w + y * w + x] = m;
+            }
+        }
+    }
+    out
+}
+
+/// Each weight's magnitude replaced by the largest of its 3x3 kernel.
+fn kernel_max(mag: &[f64]) -> Vec<f64> {
+    mag.chunks(9)
+        .flat_map(|k| [k.iter().cloned().fold(0.0, f64::max); 9])
+        .collect()
+}
+
+fn check<T: Element>(geom: &Conv2dGeometry, seed: u64, ws: &mut Workspace<T>) {
+    let ctx = format!("seed {seed}, {:?}, {}", geom.algorithm(), describe(geom));
+    let mut r = rng(seed);
+    let x: Vec<T> = random_vec(&mut r, geom.input_len());
+    let w: Vec<T> = random_vec(&mut r, geom.weight_len());
+    let b: Vec<T> = random_vec(&mut r, geom.bias_len());
+    let dy: Vec<T> = random_vec(&mut r, geom.output_len());
+    let e = expected(geom, &to_f64(&x), &to_f64(&w), &to_f64(&b), &to_f64(&dy));
+    let (oh, ow, ohw) = (geom.oh(), geom.ow(), geom.oh() * geom.ow());
+
+    let mut y = vec![T::NAN; geom.output_len()];
+    conv2d_into(geom, &x, &w, Some(&b), &mut y, ws).unwrap();
+    let y_mag = tile_max(&e.y_mag, oh, ow);
+    assert_close("forward+bias", &ctx, &y, &e.y, &y_mag, geom.k_len() + 1);
+
+    let mut y = vec![T::NAN; geom.output_len()];
+    conv2d_into(geom, &x, &w, None, &mut y, ws).unwrap();
+    let no_bias: Vec<f64> =
+        e.y.iter()
+            .enumerate()
+            .map(|(i, v)| v - b[(i / ohw) % geom.c_out()].to_f64())
+            .collect();
+    assert_close("forward", &ctx, &y, &no_bias, &y_mag, geom.k_len() + 1);
+
+    let mut dx = vec![T::NAN; geom.input_len()];
+    conv2d_input_grad_into(geom, &dy, &w, &mut dx, ws).unwrap();
+    let dx_mag = tile_max(&e.dx_mag, geom.h(), geom.w());
+    assert_close("input_grad", &ctx, &dx, &e.dx, &dx_mag, geom.c_out() * 9);
+
+    let mut dw = vec![T::NAN; geom.weight_len()];
+    conv2d_weight_grad_into(geom, &x, &dy, &mut dw, ws).unwrap();
+    assert_close("weight_grad", &ctx, &dw, &e.dw, &kernel_max(&e.dw_mag), geom.n() * ohw);
+}
+
+fn run_random<T: Element>(seed_base: u64) {
+    let mut ws = Workspace::new();
+    for case in 0..RANDOM_CASES {
+        let seed = seed_base + case;
+        check::<T>(&random_winograd_geometry(&mut rng(seed)), seed, &mut ws);
+    }
+}
+
+#[test]
+fn random_geometries_f32() {
+    run_random::<f32>(30_000);
+}
+
+#[test]
+fn random_geometries_f64() {
+    run_random::<f64>(40_000);
+}
+
+/// Shapes the random ones do not reach: several forward tasks and several
+/// weight-gradient chunks (3 x 20 x 20 tiles of 64 + 64 channels: 1,200 tiles
+/// against 1,024 per chunk), channel counts off the 6-row and 16-column
+/// panels, one-pixel rows, asymmetric padding up to 2.
+fn edge_geometries() -> Vec<Conv2dGeometry> {
+    [
+        Conv2dSpec::new(3, 64, 40, 40, 64, 3, 3).padding(Padding::symmetric(1)),
+        Conv2dSpec::new(2, 33, 9, 7, 70, 3, 3).padding(Padding::explicit(2, 0, 1, 2)),
+        Conv2dSpec::new(1, 130, 5, 5, 7, 3, 3),
+        Conv2dSpec::new(2, 64, 1, 23, 65, 3, 3).padding(Padding::symmetric(1)),
+        Conv2dSpec::new(4, 128, 8, 8, 128, 3, 3).padding(Padding::same()),
+    ]
+    .into_iter()
+    .map(|s| s.build().unwrap())
+    .collect()
+}
+
+#[test]
+fn edge_shapes() {
+    for (i, g) in edge_geometries().iter().enumerate() {
+        for algo in [Algorithm::Winograd, Algorithm::Auto] {
+            let g = g.with_algorithm(algo).unwrap();
+            check::<f32>(&g, 500 + i as u64, &mut Workspace::new());
+            check::<f64>(&g, 600 + i as u64, &mut Workspace::new());
+        }
+    }
+}
+
+/// All three passes of `geom` with fresh inputs (fixed seed).
+fn passes<T: Element>(geom: &Conv2dGeometry) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let mut r = rng(7);
+    let x: Vec<T> = random_vec(&mut r, geom.input_len());
+    let w: Vec<T> = random_vec(&mut r, geom.weight_len());
+    let dy: Vec<T> = random_vec(&mut r, geom.output_len());
+    let mut ws = Workspace::new();
+    let mut y = vec![T::NAN; geom.output_len()];
+    conv2d_into(geom, &x, &w, None, &mut y, &mut ws).unwrap();
+    let mut dx = vec![T::NAN; geom.input_len()];
+    conv2d_input_grad_into(geom, &dy, &w, &mut dx, &mut ws).unwrap();
+    let mut dw = vec![T::NAN; geom.weight_len()];
+    conv2d_weight_grad_into(geom, &x, &dy, &mut dw, &mut ws).unwrap();
+    (y, dx, dw)
+}
+
+fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.to_f64().to_bits()).collect()
+}
+
+/// `Auto` runs exactly the path `Algorithm::Auto` documents: bitwise the
+/// results of the forced algorithm it should pick, pass by pass.
+#[test]
+fn auto_picks_the_documented_path() {
+    let same = |a: &[f32], b: &[f32]| bits(a) == bits(b);
+    let spec = |c: usize| Conv2dSpec::new(2, c, 16, 16, c, 3, 3).padding(Padding::symmetric(1));
+    for (c, fwd_winograd, wgrad_winograd) in [(32, false, false), (64, true, false), (128, true, true)] {
+        let auto = passes::<f32>(&spec(c).build().unwrap());
+        let wino = passes::<f32>(&spec(c).algorithm(Algorithm::Winograd).build().unwrap());
+        let gemm = passes::<f32>(&spec(c).algorithm(Algorithm::Gemm).build().unwrap());
+        // Only where the packed f32 kernels run (FERROCONV_ISA=generic keeps
+        // `Auto` on GEMM).
+        let packed = !same(&wino.0, &gemm.0) && std::env::var("FERROCONV_ISA").as_deref() != Ok("generic");
+        let want_fwd = if fwd_winograd && packed { &wino } else { &gemm };
+        let want_w = if wgrad_winograd && packed { &wino } else { &gemm };
+        assert!(same(&auto.0, &want_fwd.0), "{c} channels: forward");
+        assert!(same(&auto.1, &want_fwd.1), "{c} channels: input gradient");
+        assert!(same(&auto.2, &want_w.2), "{c} channels: weight gradient");
+    }
+    // f64 stays on GEMM under Auto.
+    let g = spec(128).build().unwrap();
+    let auto = passes::<f64>(&g);
+    let gemm = passes::<f64>(&g.with_algorithm(Algorithm::Gemm).unwrap());
+    assert_eq!(
+        (bits(&auto.0), bits(&auto.1), bits(&auto.2)),
+        (bits(&gemm.0), bits(&gemm.1), bits(&gemm.2))
+    );
+    // Batch 1 on 14x14 (49 tiles) stays on GEMM.
+    let g = Conv2dSpec::new(1, 256, 14, 14, 256, 3, 3).padding(Padding::symmetric(1));
+    let auto = passes::<f32>(&g.build().unwrap());
+    let gemm = passes::<f32>(&g.algorithm(Algorithm::Gemm).build().unwrap());
+    assert!(same(&auto.0, &gemm.0) && same(&auto.1, &gemm.1) && same(&auto.2, &gemm.2));
+}
+
+#[test]
+fn winograd_is_bitwise_deterministic_across_thread_counts() {
+    let g = Conv2dSpec::new(3, 64, 40, 40, 64, 3, 3)
+        .padding(Padding::symmetric(1))
+        .algorithm(Algorithm::Winograd)
+        .build()
+        .unwrap();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| passes::<f32>(&g))
+    };
+    let one = run(1);
+    for threads in [2, 3, 8] {
+        let t = run(threads);
+        assert_eq!(bits(&one.0), bits(&t.0), "forward, {threads} threads");
+        assert_eq!(bits(&one.1), bits(&t.1), "input gradient, {threads} threads");
+        assert_eq!(bits(&one.2), bits(&t.2), "weight gradient, {threads} threads");
+    }
+}
+
+#[test]
+fn winograd_rejects_geometries_it_cannot_run() {
+    let base = || Conv2dSpec::new(1, 4, 9, 9, 4, 3, 3).algorithm(Algorithm::Winograd);
+    let cases = [
+        (
+            Conv2dSpec::new(1, 4, 9, 9, 4, 5, 5).algorithm(Algorithm::Winograd),
+            "3x3 kernel",
+        ),
+        (base().stride(2, 2), "stride 1"),
+        (base().dilation(1, 2), "dilation 1"),
+        (base().groups(2), "groups = 1"),
+        (base().padding(Padding::explicit(0, 3, 0, 0)), "padding of at most 2"),
+    ];
+    for (spec, reason) in cases {
+        match spec.build() {
+            Err(ConvError::UnsupportedAlgorithm {
+                algorithm: Algorithm::Winograd,
+                reason: r,
+            }) => assert!(r.contains(reason), "{r}"),
+            other => panic!("expected UnsupportedAlgorithm ({reason}), got {other:?}"),
+        }
+    }
+    // The same shapes build under Auto and Gemm.
+    assert!(base().stride(2, 2).algorithm(Algorithm::Auto).build().is_ok());
+    assert!(base().groups(2).algorithm(Algorithm::Gemm).build().is_ok());
+}
