@@ -72,7 +72,16 @@ fn steady_state_steps_of_every_f32_pass_allocate_nothing() {
     let s = Conv2dSpec::new;
     let geometries = [
         // Implicit GEMM (forward, input and weight gradients).
-        s(2, 64, 12, 12, 64, 3, 3).padding(Padding::symmetric(1)),
+        s(2, 64, 12, 12, 64, 3, 3)
+            .padding(Padding::symmetric(1))
+            .algorithm(Algorithm::Gemm),
+        // Winograd, all three passes (several weight-gradient chunks).
+        s(2, 128, 12, 12, 128, 3, 3)
+            .padding(Padding::symmetric(1))
+            .algorithm(Algorithm::Winograd),
+        s(3, 64, 40, 40, 64, 3, 3)
+            .padding(Padding::symmetric(1))
+            .algorithm(Algorithm::Winograd),
         // Strided: im2col panels, own GEMM + col2im, column-tile sums.
         s(2, 32, 15, 15, 48, 3, 3).stride(2, 2).padding(Padding::same()),
         // Pointwise.

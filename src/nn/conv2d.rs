@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use crate::conv::{conv2d_bias_grad_into, conv2d_input_grad_into, conv2d_into, conv2d_weight_grad_into};
 use crate::element::Element;
 use crate::error::ConvError;
-use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
+use crate::geometry::{Algorithm, Conv2dGeometry, Conv2dSpec, Padding};
 use crate::nn::init::{Init, default_bias};
 use crate::nn::layer::{Layer, check_dy, shape_error};
 use crate::nn::param::Param;
@@ -28,6 +28,7 @@ pub struct Conv2d<T> {
     padding: Padding,
     dilation: (usize, usize),
     groups: usize,
+    algorithm: Algorithm,
     weight: Param<T>,
     bias: Option<Param<T>>,
     geom: Option<Conv2dGeometry>,
@@ -47,6 +48,7 @@ pub struct Conv2dBuilder {
     padding: Padding,
     dilation: (usize, usize),
     groups: usize,
+    algorithm: Algorithm,
     bias: bool,
     init: Init,
 }
@@ -63,9 +65,18 @@ impl Conv2dBuilder {
             padding: Padding::Valid,
             dilation: (1, 1),
             groups: 1,
+            algorithm: Algorithm::Auto,
             bias: true,
             init: Init::PyTorchDefault,
         }
+    }
+
+    /// Sets the algorithm preference ([`Algorithm::Auto`] by default;
+    /// [`Algorithm::Gemm`] forbids Winograd, [`Algorithm::Winograd`] requires
+    /// it and makes `build` fail for a layer it cannot run).
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
     }
 
     /// Sets the stride.
@@ -115,8 +126,10 @@ impl Conv2dBuilder {
             kw,
         )
         .stride(self.stride.0, self.stride.1)
+        .padding(self.padding)
         .dilation(self.dilation.0, self.dilation.1)
         .groups(self.groups)
+        .algorithm(self.algorithm)
         .build()?;
         let cig = self.c_in / self.groups;
         let fan_in = cig * kh * kw;
@@ -134,6 +147,7 @@ impl Conv2dBuilder {
             padding: self.padding,
             dilation: self.dilation,
             groups: self.groups,
+            algorithm: self.algorithm,
             weight,
             bias,
             geom: None,
@@ -178,6 +192,7 @@ impl<T: Element> Conv2d<T> {
             .padding(self.padding)
             .dilation(self.dilation.0, self.dilation.1)
             .groups(self.groups)
+            .algorithm(self.algorithm)
             .build()
     }
 
