@@ -81,9 +81,11 @@ pub(crate) const WGRAD_CHUNK_BYTES: usize = 8 << 20;
 pub(crate) const AUTO_MIN_CHANNELS: usize = 64;
 
 /// Fewest tiles (`n * ceil(oh/2) * ceil(ow/2)`) for which `Auto` picks
-/// Winograd: batch-1 14x14 (49 tiles, infer_b1_3x3) measured forward 44.2
-/// against 44.7 and input gradient 43.6 against 43.0 (a wash: 49 tiles
-/// leave the 16 GEMMs too narrow to pay for the transforms).
+/// Winograd: batch-1 14x14 (49 tiles, infer_b1_3x3) measured forward 43.0
+/// against 46.0 GFLOP/s but input gradient 41.5 against 33.7 (medians of 7
+/// alternating runs, 1 thread): 49 tiles leave the 16 GEMMs narrow (4
+/// panels for 49 columns) and the per-call weight transform (16 x 256 x 256)
+/// large beside them.
 pub(crate) const AUTO_MIN_TILES: usize = 64;
 
 /// Fewest input and output channels for which `Auto` runs the weight
@@ -521,47 +523,44 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, 
     let base = SharedMut(u.as_mut_ptr());
     let ulen_all = u.len();
     (0..cout.div_ceil(MR)).into_par_iter().for_each(|ip| {
-        for o in ip * MR..cout.min((ip + 1) * MR) {
-            for i in 0..cin {
-                let mut g = [[T::ZERO; 3]; 3];
-                for (ky, row) in g.iter_mut().enumerate() {
-                    for (kx, v) in row.iter_mut().enumerate() {
-                        *v = if flipped {
-                            w[((i * cout + o) * 3 + 2 - ky) * 3 + 2 - kx]
-                        } else {
-                            w[((o * cin + i) * 3 + ky) * 3 + kx]
-                        };
-                    }
-                }
-                let ue = weight_transform(g);
-                let at = if packed {
-                    ip * MR * cin + i * MR + o % MR
+        let (o0, o1) = (ip * MR, cout.min((ip + 1) * MR));
+        // Task `ip`'s elements of every position: packed, panel `ip` (MR
+        // rows, the ones past `c_out` zero); row-major, rows o0..o1.
+        let len = if packed { MR * cin } else { (o1 - o0) * cin };
+        assert!((NE - 1) * ulen + o0 * cin + len <= ulen_all);
+        let mut planes: [&mut [T]; NE] = std::array::from_fn(|e| {
+            // SAFETY: inside `u` (checked above); the 16 ranges lie in
+            // different positions' planes, and no other task writes rows
+            // o0..o1 (or panel ip) of any plane.
+            unsafe { std::slice::from_raw_parts_mut(base.get().add(e * ulen + o0 * cin), len) }
+        });
+        // Input channel outer: the task's MR output rows are then read as
+        // MR sequential streams (flipped: one contiguous run of MR kernels
+        // per input channel) and the packed panel is written in order.
+        for i in 0..cin {
+            for o in o0..o1 {
+                let g = if flipped {
+                    let k = &w[(i * cout + o) * 9..][..9];
+                    [[k[8], k[7], k[6]], [k[5], k[4], k[3]], [k[2], k[1], k[0]]]
                 } else {
-                    o * cin + i
+                    let k = &w[(o * cin + i) * 9..][..9];
+                    [[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]]
                 };
-                for (e, &val) in ue.iter().enumerate() {
-                    let idx = e * ulen + at;
-                    assert!(idx < ulen_all);
-                    // SAFETY: `idx` is inside `u` (checked). Task `ip` writes
-                    // only the elements of rows `ip*MR .. (ip+1)*MR` of every
-                    // position (packed: panel `ip`; row-major: those rows),
-                    // which no other task writes.
-                    unsafe { *base.get().add(idx) = val };
+                let ue = weight_transform(g);
+                let at = if packed { i * MR + o - o0 } else { (o - o0) * cin + i };
+                for (plane, &val) in planes.iter_mut().zip(&ue) {
+                    plane[at] = val;
+                }
+            }
+        }
+        if packed && o1 - o0 < MR {
+            for plane in planes {
+                for i in 0..cin {
+                    plane[i * MR + (o1 - o0)..(i + 1) * MR].fill(T::ZERO);
                 }
             }
         }
     });
-    // The packed panels' rows past `c_out` must read as zeros.
-    if packed && cout % MR != 0 {
-        let ip = cout / MR;
-        for e in 0..NE {
-            for i in 0..cin {
-                for r in cout % MR..MR {
-                    u[e * ulen + ip * MR * cin + i * MR + r] = T::ZERO;
-                }
-            }
-        }
-    }
 }
 
 /// `y = conv(x, W) + bias` by Winograd for the forward geometry `geom`;
