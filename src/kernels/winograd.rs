@@ -66,10 +66,22 @@ pub(crate) const LANES: usize = NR;
 pub(crate) const TASK_BYTES: usize = 512 * 1024;
 
 /// Target bytes of one weight-gradient chunk's transformed input and output
-/// gradient (`16 * (c_in + c_out) * tiles` elements). The chunk's tiles are
-/// the reduction length of its 16 GEMMs, which reload `dU` once per chunk;
-/// long chunks amortize that, and the chunk is shared by all threads.
-pub(crate) const WGRAD_CHUNK_BYTES: usize = 8 << 20;
+/// gradient (`16 * (c_in + c_out) * tiles` elements), written by the
+/// transforms and read back by the GEMMs: 1 MiB stays in L2 and L3's
+/// nearest slices. resnet_3x3_56 (64 channels) measured 55-57 GFLOP/s with
+/// 1 MiB chunks (128 tiles), 53 with 2 MiB and 37-39 with 8 MiB (1 thread,
+/// alternating runs). The chunk's tiles are also the reduction length of its
+/// 16 GEMMs, which reload `dU` (`16 * c_out * c_in`) once per chunk, so a
+/// chunk has at least [`wgrad_min_chunk`] tiles.
+pub(crate) const WGRAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Fewest tiles of a weight-gradient chunk: `2 c_out c_in / (c_in + c_out)`,
+/// so that reloading `dU` costs at most half the chunk's own transformed
+/// data. resnet_3x3_14 (256 channels): 256-tile chunks (8 MiB) measured
+/// 83-89 GFLOP/s, 128 tiles 66-79, 64 tiles 47-52, 32 tiles 34-35.
+fn wgrad_min_chunk(cin: usize, cout: usize) -> usize {
+    2 * cout * cin / (cin + cout)
+}
 
 /// Fewest input and output channels for which [`Algorithm::Auto`] runs the
 /// forward pass and the input gradient by Winograd. Medians of 3 alternating
@@ -741,8 +753,9 @@ pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
     let (nty, ntx) = (geom.oh().div_ceil(2), geom.ow().div_ceil(2));
     let ntiles = geom.n() * nty * ntx;
     let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
-    let chunk = (WGRAD_CHUNK_BYTES / per_tile / LANES)
-        .max(1)
+    let chunk = (WGRAD_CHUNK_BYTES / per_tile)
+        .max(wgrad_min_chunk(cin, cout))
+        .div_ceil(LANES)
         .min(ntiles.div_ceil(LANES))
         * LANES;
     let (vp, mp) = wgrad_planes(packed, cin, cout, chunk);
@@ -819,24 +832,6 @@ pub(crate) fn weight_grad<T: Element>(
                 (co * k, 1)
             }
         };
-        let store = |dst: &SharedMut<T>,
-                     len: usize,
-                     plane: usize,
-                     (base, stride): (usize, usize),
-                     tt: usize,
-                     rows: &Rows<T>,
-                     n: usize| {
-            for (e, row) in rows.iter().enumerate() {
-                let first = e * plane + base + tt * stride;
-                assert!(first + (n - 1) * stride < len);
-                for (i, &val) in row[..n].iter().enumerate() {
-                    // SAFETY: inside the buffer (checked); tile `tt + i` of
-                    // the chunk belongs to one piece, and no other piece
-                    // writes its elements.
-                    unsafe { *dst.get().add(first + i * stride) = val };
-                }
-            }
-        };
         (0..(t1 - t0).div_ceil(PIECE)).into_par_iter().for_each(|piece| {
             let (a, b) = (t0 + piece * PIECE, (t0 + (piece + 1) * PIECE).min(t1));
             let mut rows = [[T::ZERO; SEG]; NE];
@@ -845,11 +840,11 @@ pub(crate) fn weight_grad<T: Element>(
                 let bb = (ba + SEG).min(b);
                 for ci in 0..cin {
                     input_rows(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows);
-                    store(&vb, vlen, vp, v_at(ci), ba - t0, &rows, bb - ba);
+                    store_rows(&vb, vlen, vp, v_at(ci), ba - t0, &rows, bb - ba);
                 }
                 for co in 0..cout {
                     output_grad_rows(dy, &out, grid, co, ba..bb, &mut tmp, &mut rows);
-                    store(&mb, mlen, mp, m_at(co), ba - t0, &rows, bb - ba);
+                    store_rows(&mb, mlen, mp, m_at(co), ba - t0, &rows, bb - ba);
                 }
             }
         });
@@ -917,6 +912,37 @@ pub(crate) fn weight_grad<T: Element>(
             g.copy_from_slice(&weight_grad_transform(&t));
         }
     });
+}
+
+/// Writes `rows[e][..n]` (one channel's transformed run) into a chunk
+/// buffer of `len` elements: position `e`'s plane starts at `e * plane`,
+/// the run's first element at `base + tt * stride` in it, the next ones
+/// `stride` apart.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store_rows<T: Element>(
+    dst: &SharedMut<T>,
+    len: usize,
+    plane: usize,
+    (base, stride): (usize, usize),
+    tt: usize,
+    rows: &Rows<T>,
+    n: usize,
+) {
+    assert!((NE - 1) * plane + base + (tt + n - 1) * stride < len);
+    for (e, row) in rows.iter().enumerate() {
+        // SAFETY: every element written lies inside the buffer (checked
+        // above for the last position, the largest index); the run's tiles
+        // belong to one piece of the chunk, and no other piece writes their
+        // elements.
+        unsafe {
+            let mut p = dst.get().add(e * plane + base + tt * stride);
+            for &val in &row[..n] {
+                *p = val;
+                p = p.add(stride);
+            }
+        }
+    }
 }
 
 /// Zeroes steps `from..k` of every channel of every position (the tiles
