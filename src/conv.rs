@@ -32,7 +32,8 @@ pub fn conv2d_into<T: Element>(
     }
     check_len("output", geom.output_len(), y.len())?;
     if kernels::direct::eligible(geom) {
-        kernels::direct::forward(geom, x, w, bias, y);
+        let scratch = ws.scratch_mut(kernels::direct::scratch_len(geom));
+        kernels::direct::forward(geom, x, w, bias, y, scratch);
     } else {
         kernels::forward::forward(geom, x, w, bias, y, ws);
     }
@@ -53,7 +54,8 @@ pub fn conv2d_input_grad_into<T: Element>(
     check_len("weight", geom.weight_len(), w.len())?;
     check_len("input gradient", geom.input_len(), dx.len())?;
     if kernels::direct::eligible(geom) {
-        kernels::direct::input_grad(geom, dy, w, dx);
+        let scratch = ws.scratch_mut(kernels::direct::scratch_len(geom));
+        kernels::direct::input_grad(geom, dy, w, dx, scratch);
     } else {
         kernels::input_grad::input_grad(geom, dy, w, dx, ws);
     }

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use super::im2col::valid_range;
 use super::isa;
+use super::parallel::{SharedMut, parts_for, run_tasks};
 use crate::element::Element;
 use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
 
@@ -200,12 +201,211 @@ fn forward_plane_impl<T: Element>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: 
 
 isa::dispatch!(fn forward_plane<T>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool) => forward_plane_impl);
 
+/// Elements of one zero-padded plane of a stride-1 `geom` (the padded
+/// input of the forward pass), or 0 where the padded path does not run.
+fn padded_len(geom: &Conv2dGeometry) -> usize {
+    if geom.stride() != (1, 1) {
+        return 0;
+    }
+    let (pt, pb, pl, pr) = geom.padding();
+    (geom.h() + pt + pb) * (geom.w() + pl + pr)
+}
+
+/// Copies the `h x w` plane `xp` into `pp` with `geom`'s zero padding
+/// around it (`(h + pt + pb) x (w + pl + pr)`, row-major).
+fn pad_plane<T: Element>(geom: &Conv2dGeometry, xp: &[T], pp: &mut [T]) {
+    let (h, w) = (geom.h(), geom.w());
+    let (pt, pb, pl, pr) = geom.padding();
+    let wp = w + pl + pr;
+    let pp = &mut pp[..(h + pt + pb) * wp];
+    pp[..pt * wp].fill(T::ZERO);
+    pp[(pt + h) * wp..].fill(T::ZERO);
+    for (row, src) in pp[pt * wp..(pt + h) * wp].chunks_exact_mut(wp).zip(xp.chunks_exact(w)) {
+        row[..pl].fill(T::ZERO);
+        row[pl..pl + w].copy_from_slice(src);
+        row[pl + w..].fill(T::ZERO);
+    }
+}
+
+/// One stride-1 output plane from a zero-padded input plane `pp` (row
+/// stride `wp`): `yp[oy][ox] = start + sum over (ky, kx) in order of
+/// wk[ky * KW + kx] * pp[oy + ky*dh][ox + kx*dw]`, `start` the bias or the
+/// old `yp` (`accumulate`). With the padding in memory every output pixel
+/// takes the same register-blocked loop ([`BLOCK`] pixels, the last block
+/// of a row shifted back; rows narrower than a block in blocks of 8, then
+/// single pixels), and the `KW` taps of a kernel row are unrolled. The
+/// padding taps add `w * 0`, which leaves every sum as it was (up to the
+/// sign of a zero). Against the bounds-checked loop above (depthwise_3x3,
+/// 1 thread, medians of 5 alternating runs): forward 6.6 -> 7.9 GFLOP/s,
+/// input gradient 5.6 -> 6.9; 68.8 M -> 30.5 M instructions for the forward
+/// pass (callgrind). The pass is now mostly memory traffic: 25.6 MB in and
+/// out in about 7 ms on the project VM.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_padded_impl<T: Element, const KW: usize>(
+    pp: &[T],
+    wp: usize,
+    (kh, dh, dw): (usize, usize, usize),
+    wk: &[T],
+    b: T,
+    yp: &mut [T],
+    (oh, ow): (usize, usize),
+    accumulate: bool,
+) {
+    #[inline(always)]
+    fn block<T: Element, const KW: usize, const N: usize>(
+        pp: &[T],
+        wp: usize,
+        (kh, dh, dw): (usize, usize, usize),
+        wk: &[T],
+        oy: usize,
+        ox: usize,
+        acc: &mut [T; N],
+    ) {
+        for ky in 0..kh {
+            let row = &pp[(oy + ky * dh) * wp + ox..];
+            let wr: &[T; KW] = wk[ky * KW..(ky + 1) * KW].try_into().unwrap();
+            for (kx, &wv) in wr.iter().enumerate() {
+                let src: &[T; N] = row[kx * dw..kx * dw + N].try_into().unwrap();
+                for l in 0..N {
+                    acc[l] += wv * src[l];
+                }
+            }
+        }
+    }
+    let k = (kh, dh, dw);
+    for oy in 0..oh {
+        let yr = &mut yp[oy * ow..(oy + 1) * ow];
+        let mut done = 0;
+        if ow >= BLOCK {
+            let mut ox = 0;
+            loop {
+                let mut acc = [b; BLOCK];
+                if accumulate {
+                    acc.copy_from_slice(&yr[ox..ox + BLOCK]);
+                }
+                block::<T, KW, BLOCK>(pp, wp, k, wk, oy, ox, &mut acc);
+                yr[done..ox + BLOCK].copy_from_slice(&acc[done - ox..]);
+                done = ox + BLOCK;
+                if done == ow {
+                    break;
+                }
+                ox = (ox + BLOCK).min(ow - BLOCK);
+            }
+        } else {
+            while done + 8 <= ow {
+                let mut acc = [b; 8];
+                if accumulate {
+                    acc.copy_from_slice(&yr[done..done + 8]);
+                }
+                block::<T, KW, 8>(pp, wp, k, wk, oy, done, &mut acc);
+                yr[done..done + 8].copy_from_slice(&acc);
+                done += 8;
+            }
+            for (ox, y) in yr.iter_mut().enumerate().skip(done) {
+                let mut acc = [if accumulate { *y } else { b }];
+                block::<T, KW, 1>(pp, wp, k, wk, oy, ox, &mut acc);
+                *y = acc[0];
+            }
+        }
+    }
+}
+
+/// [`forward_padded_impl`] for the kernel widths with an unrolled loop
+/// (1, 3, 5, 7); `false` for others (the caller runs [`forward_plane`]).
+#[inline(always)]
+fn forward_padded_any<T: Element>(
+    geom: &Conv2dGeometry,
+    pp: &[T],
+    wk: &[T],
+    b: T,
+    yp: &mut [T],
+    accumulate: bool,
+) -> bool {
+    let (pl, pr) = (geom.padding().2, geom.padding().3);
+    let wp = geom.w() + pl + pr;
+    let k = (geom.kh(), geom.dilation().0, geom.dilation().1);
+    let o = (geom.oh(), geom.ow());
+    match geom.kw() {
+        1 => forward_padded_impl::<T, 1>(pp, wp, k, wk, b, yp, o, accumulate),
+        3 => forward_padded_impl::<T, 3>(pp, wp, k, wk, b, yp, o, accumulate),
+        5 => forward_padded_impl::<T, 5>(pp, wp, k, wk, b, yp, o, accumulate),
+        7 => forward_padded_impl::<T, 7>(pp, wp, k, wk, b, yp, o, accumulate),
+        _ => return false,
+    }
+    true
+}
+
+/// One stride-1 output plane through a zero-padded copy of its input:
+/// pads `xp` into `pp`, then runs the unrolled loop (or [`forward_plane`]
+/// for other kernel widths).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_plane_padded_impl<T: Element>(
+    geom: &Conv2dGeometry,
+    xp: &[T],
+    wk: &[T],
+    b: T,
+    yp: &mut [T],
+    accumulate: bool,
+    pp: &mut [T],
+) {
+    if matches!(geom.kw(), 1 | 3 | 5 | 7) {
+        pad_plane(geom, xp, pp);
+        forward_padded_any(geom, pp, wk, b, yp, accumulate);
+    } else {
+        forward_plane_impl(geom, xp, wk, b, yp, accumulate);
+    }
+}
+
+isa::dispatch!(fn forward_plane_padded<T>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool, pp: &mut [T]) => forward_plane_padded_impl);
+
+/// Scratch elements the direct passes of `geom` need on the current pool:
+/// one padded plane per worker for the stride-1 forward pass and input
+/// gradient.
+pub(crate) fn scratch_len(geom: &Conv2dGeometry) -> usize {
+    let f = padded_len(geom);
+    let i = flipped_plane_geometry(geom).map_or(0, |fg| padded_len(&fg));
+    let planes = geom.n() * geom.c_out().max(geom.c_in());
+    parts_for(planes) * f.max(i)
+}
+
 /// Forward: one task per output plane `(n, co)`.
-pub(crate) fn forward<T: Element>(geom: &Conv2dGeometry, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+pub(crate) fn forward<T: Element>(
+    geom: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+    scratch: &mut [T],
+) {
     let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
     let hw = geom.h() * geom.w();
     let khkw = geom.kh() * geom.kw();
     let ohw = geom.oh() * geom.ow();
+    let plen = padded_len(geom);
+    if plen > 0 {
+        let planes = geom.n() * c_out;
+        let ybase = SharedMut(y.as_mut_ptr());
+        assert!(y.len() >= planes * ohw);
+        run_tasks(scratch, plen, parts_for(planes), planes, |plane, pp| {
+            let (n, co) = (plane / c_out, plane % c_out);
+            let g = co / cog;
+            // SAFETY: plane `plane` of `y` (checked above) belongs to this
+            // task alone.
+            let yp = unsafe { std::slice::from_raw_parts_mut(ybase.get().add(plane * ohw), ohw) };
+            forward_plane_padded(
+                geom,
+                &x[(n * c_in + g) * hw..(n * c_in + g + 1) * hw],
+                &w[co * khkw..(co + 1) * khkw],
+                bias.map_or(T::ZERO, |b| b[co]),
+                yp,
+                false,
+                pp,
+            );
+        });
+        return;
+    }
     y.par_chunks_mut(ohw).enumerate().for_each(|(plane, yp)| {
         let (n, co) = (plane / c_out, plane % c_out);
         let g = co / cog;
@@ -253,7 +453,7 @@ isa::dispatch!(fn input_grad_plane<T>(geom: &Conv2dGeometry, dyp: &[T], wk: &[T]
 
 /// Input gradient: one task per input plane `(n, g)`, scattering the
 /// gradients of its `cog` output channels in channel then tap order.
-pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T], scratch: &mut [T]) {
     let (c_out, cog, groups) = (geom.c_out(), geom.cog(), geom.groups());
     let hw = geom.h() * geom.w();
     let khkw = geom.kh() * geom.kw();
@@ -262,8 +462,15 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
         // Stride 1: dX[ci] = sum over the group's output channels of the
         // forward convolution of dY[co] with W[co] flipped (see
         // `flipped_plane_geometry`), in channel order.
-        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        let planes = geom.n() * groups;
+        let plen = padded_len(&fg);
+        let dxbase = SharedMut(dx.as_mut_ptr());
+        assert!(dx.len() >= planes * hw);
+        run_tasks(scratch, plen, parts_for(planes), planes, |plane, pp| {
             let (n, g) = (plane / groups, plane % groups);
+            // SAFETY: plane `plane` of `dx` (checked above) belongs to this
+            // task alone.
+            let dxp = unsafe { std::slice::from_raw_parts_mut(dxbase.get().add(plane * hw), hw) };
             let mut wf = [T::ZERO; MAX_FLIPPED_TAPS];
             for (j, co) in (g * cog..(g + 1) * cog).enumerate() {
                 let wk = &w[co * khkw..(co + 1) * khkw];
@@ -271,7 +478,7 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
                     *v = wk[khkw - 1 - t];
                 }
                 let dyp = &dy[(n * c_out + co) * ohw..(n * c_out + co + 1) * ohw];
-                forward_plane(&fg, dyp, &wf[..khkw], T::ZERO, dxp, j > 0);
+                forward_plane_padded(&fg, dyp, &wf[..khkw], T::ZERO, dxp, j > 0, pp);
             }
         });
         return;

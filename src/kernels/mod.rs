@@ -37,7 +37,7 @@ pub(crate) fn packed_path<T>() -> bool {
 /// on the current pool.
 pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, usize) {
     if direct::eligible(geom) {
-        return (0, 0, 0, 0);
+        return (direct::scratch_len(geom), 0, 0, 0);
     }
     let (f_scratch, f_packed, index) = if winograd::selected::<T>(geom) {
         let p = winograd::plan::<T>(geom);
