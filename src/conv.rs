@@ -77,7 +77,8 @@ pub fn conv2d_weight_grad_into<T: Element>(
     check_len("output gradient", geom.output_len(), dy.len())?;
     check_len("weight gradient", geom.weight_len(), dw.len())?;
     if kernels::direct::eligible(geom) {
-        kernels::direct::weight_grad(geom, x, dy, dw);
+        let scratch = ws.scratch_mut(kernels::direct::scratch_len(geom));
+        kernels::direct::weight_grad(geom, x, dy, dw, scratch);
     } else {
         kernels::weight_grad::weight_grad(geom, x, dy, dw, ws);
     }
