@@ -629,20 +629,17 @@ pub(crate) fn forward<T: Element>(
                 for (e, row) in rows.iter().enumerate() {
                     let plane = &mut v[e * ve..(e + 1) * ve];
                     if p.packed {
-                        // B panels of 16 tiles, step `ci`: 16-tile pieces.
-                        let mut i = 0;
-                        while i < len {
-                            let tt = t + i;
-                            let n = (LANES - tt % LANES).min(len - i);
-                            let at = (tt / LANES) * LANES * cin + ci * LANES + tt % LANES;
-                            if n == LANES {
-                                // A whole panel row: a fixed-size copy.
+                        // B panels of 16 tiles, step `ci` (`t` is a multiple
+                        // of 16, so the pieces are whole panel rows but the
+                        // last).
+                        for (k, piece) in row[..len].chunks(LANES).enumerate() {
+                            let at = (t / LANES + k) * LANES * cin + ci * LANES;
+                            if let Ok(full) = <&[T; LANES]>::try_from(piece) {
                                 let dst: &mut [T; LANES] = (&mut plane[at..at + LANES]).try_into().unwrap();
-                                *dst = row[i..i + LANES].try_into().unwrap();
+                                *dst = *full;
                             } else {
-                                plane[at..at + n].copy_from_slice(&row[i..i + n]);
+                                plane[at..at + piece.len()].copy_from_slice(piece);
                             }
-                            i += n;
                         }
                     } else {
                         plane[ci * block + t..ci * block + t + len].copy_from_slice(&row[..len]);
