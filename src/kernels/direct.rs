@@ -15,14 +15,15 @@
 //! GFLOP/s against im2col + GEMM (the register-blocked stride-1 loops below
 //! came later). Eligibility: [`eligible`] (any stride, padding, dilation);
 //! everything else falls back to im2col + GEMM.
-//! The stride-1 input gradient is the forward loop on `dY` with the kernel
-//! flipped ([`flipped_plane_geometry`]); other strides scatter. The
-//! stride-1 weight gradient makes one pass per kernel row
-//! ([`weight_grad_row_pass`]); other strides, one row dot product per tap. The
-//! summation order of every element is fixed (bias, then taps in `(ky, kx)`
-//! order; for the weight gradient images, rows, then 8 interleaved lanes per
-//! row), and the parallel tasks are whole planes, so results do not depend on
-//! the thread count.
+//! Stride 1 with kernels 1, 3, 5 or 7 wide runs on zero-padded copies of the
+//! input planes ([`forward_plane_padded`], [`weight_grad_padded_impl`]), so
+//! every pixel takes the register-blocked loop. The stride-1 input gradient
+//! is the forward loop on `dY` with the kernel flipped
+//! ([`flipped_plane_geometry`]); other strides scatter. The other weight
+//! gradients take one row dot product per tap. The summation order of every
+//! element is fixed (bias, then taps in `(ky, kx)` order; for the weight
+//! gradient images, rows, then 8 interleaved lanes per row), and the parallel
+//! tasks are whole planes, so results do not depend on the thread count.
 
 use rayon::prelude::*;
 
@@ -545,87 +546,6 @@ fn dot<T: Element>(a: &[T], b: &[T], s: usize) -> T {
     ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
-/// One kernel row `ky` of the stride-1 weight gradient of output channel
-/// `co`, for kernels `KW` wide: one pass over the images with the `KW` taps'
-/// sums in 8 lanes each. A row's interior pixels (every `kx` in bounds) go in
-/// blocks of 8, pixel `ox + l` into lane `l`; the last block is shifted back
-/// to end at the interior's end with the `dY` lanes it already counted set
-/// to zero; the border pixels go into one scalar sum per tap. Then
-/// `dW[ky][kx] = lanes added pairwise + scalar sum`. The order is fixed by the
-/// geometry.
-#[inline(always)]
-fn weight_grad_row_pass<T: Element, const KW: usize>(
-    geom: &Conv2dGeometry,
-    x: &[T],
-    dy: &[T],
-    co: usize,
-    ky: usize,
-    dwk: &mut [T],
-) {
-    let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
-    let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
-    let sh = geom.stride().0;
-    let (dh, dw) = geom.dilation();
-    let (pt, _, pl, _) = geom.padding();
-    let g = co / cog;
-    let lo = pl.min(ow);
-    let hi = (wd + pl).saturating_sub((KW - 1) * dw).clamp(lo, ow);
-    let blocked = hi - lo >= 8;
-    let mut lanes = [[T::ZERO; 8]; KW];
-    let mut rest = [T::ZERO; KW];
-    for n in 0..geom.n() {
-        let xp = &x[(n * c_in + g) * h * wd..(n * c_in + g + 1) * h * wd];
-        let dyp = &dy[(n * c_out + co) * oh * ow..(n * c_out + co + 1) * oh * ow];
-        for oy in 0..oh {
-            let iy = (oy * sh + ky * dh) as isize - pt as isize;
-            if !(0..h as isize).contains(&iy) {
-                continue;
-            }
-            let row = &xp[iy as usize * wd..(iy as usize + 1) * wd];
-            let dr = &dyp[oy * ow..(oy + 1) * ow];
-            if blocked {
-                let mut ox = lo;
-                loop {
-                    let last = ox + 8 > hi;
-                    let start = if last { hi - 8 } else { ox };
-                    let mut d: [T; 8] = dr[start..start + 8].try_into().unwrap();
-                    if last {
-                        // Lanes before `ox` were counted by the previous block.
-                        for (l, v) in d.iter_mut().enumerate() {
-                            if start + l < ox {
-                                *v = T::ZERO;
-                            }
-                        }
-                    }
-                    for (kx, acc) in lanes.iter_mut().enumerate() {
-                        let src: &[T; 8] = row[start + kx * dw - pl..][..8].try_into().unwrap();
-                        for l in 0..8 {
-                            acc[l] += d[l] * src[l];
-                        }
-                    }
-                    ox = start + 8;
-                    if ox >= hi {
-                        break;
-                    }
-                }
-            }
-            let scalar_from = if blocked { hi } else { lo };
-            for ox in (0..lo).chain(scalar_from..ow) {
-                for (kx, r) in rest.iter_mut().enumerate() {
-                    let ix = (ox + kx * dw) as isize - pl as isize;
-                    if (0..wd as isize).contains(&ix) {
-                        *r += dr[ox] * row[ix as usize];
-                    }
-                }
-            }
-        }
-    }
-    for kx in 0..KW {
-        let l = &lanes[kx];
-        dwk[ky * KW + kx] = (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) + rest[kx];
-    }
-}
-
 /// The stride-1 weight gradient of output channel `co` for kernels `KW`
 /// wide, on zero-padded copies of its input planes (`pp` is scratch):
 /// `dW[ky][kx] = sum over n, oy, ox of dY[oy][ox] * pp[oy + ky*dh][ox + kx*dw]`.
@@ -634,9 +554,9 @@ fn weight_grad_row_pass<T: Element, const KW: usize>(
 /// back to end at the row's end with the lanes it already counted zeroed.
 /// Rows narrower than 8 go into one scalar sum per tap. Then
 /// `dW = lanes added pairwise + scalar sum`. The order is fixed by the
-/// geometry. Against the bounds-checked row passes above (one pass per
-/// kernel row, scalar border pixels; depthwise_3x3, 1 thread, medians of 5
-/// alternating runs): 6.1 -> 9.0 GFLOP/s, 127 M -> 57 M instructions.
+/// geometry. Against the bounds-checked row passes it replaced (one pass
+/// per kernel row, scalar border pixels; depthwise_3x3, 1 thread, medians
+/// of 5 alternating runs): 6.1 -> 9.0 GFLOP/s, 127 M -> 57 M instructions.
 #[inline(always)]
 fn weight_grad_padded_impl<T: Element, const KW: usize>(
     geom: &Conv2dGeometry,
@@ -733,9 +653,9 @@ isa::dispatch!(fn weight_grad_channel_padded<T>(geom: &Conv2dGeometry, x: &[T], 
 
 /// The weight gradient of output channel `co`.
 ///
-/// Stride 1 with kernels 1, 3, 5 or 7 wide: one pass over the images per
-/// kernel row ([`weight_grad_row_pass`]). Otherwise: per tap, images, then
-/// rows, of a row dot product. Either order is fixed by the geometry.
+/// Per tap, images, then rows, of a row dot product (the strides and kernel
+/// widths [`weight_grad_padded_impl`] does not take); the order is fixed by
+/// the geometry.
 #[inline(always)]
 fn weight_grad_channel_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], co: usize, dwk: &mut [T]) {
     let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
@@ -743,17 +663,6 @@ fn weight_grad_channel_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T]
     let (sh, sw) = geom.stride();
     let ohw = geom.oh() * ow;
     let g = co / cog;
-    if sw == 1 && matches!(geom.kw(), 1 | 3 | 5 | 7) {
-        for ky in 0..geom.kh() {
-            match geom.kw() {
-                1 => weight_grad_row_pass::<T, 1>(geom, x, dy, co, ky, dwk),
-                3 => weight_grad_row_pass::<T, 3>(geom, x, dy, co, ky, dwk),
-                5 => weight_grad_row_pass::<T, 5>(geom, x, dy, co, ky, dwk),
-                _ => weight_grad_row_pass::<T, 7>(geom, x, dy, co, ky, dwk),
-            }
-        }
-        return;
-    }
     for t in taps(geom) {
         let (c0, c1) = t.cols;
         let mut acc = T::ZERO;

@@ -35,14 +35,16 @@
 //!
 //! Layout and parallelism. The forward cuts the tiles of the whole batch
 //! (image-major, then row-major) into tasks of [`LANES`]-multiples; a task
-//! transforms its tiles for every input channel 16 tiles at a time (one tile
-//! per SIMD lane, written straight into the GEMM's `B` panels), runs the 16
+//! transforms its tiles for every input channel in blocks of up to [`SEG`]
+//! tiles (row by row along the tile rows, a tile per SIMD lane, see
+//! [`input_rows`]) written straight into the GEMM's `B` panels, runs the 16
 //! GEMMs against the weights transformed and packed once per call, and
 //! transforms the 16 products back into `Y`. Each output element's
 //! arithmetic depends on its tile alone, so tasks may follow the thread
 //! count. The weight gradient walks the tiles in fixed chunks
-//! ([`WGRAD_CHUNK_BYTES`], from the geometry alone): the transforms of a
-//! chunk run in parallel over 16-tile panels, then the 16 GEMMs in parallel
+//! ([`WGRAD_CHUNK_BYTES`], [`wgrad_min_chunk`], from the geometry alone): the
+//! transforms of a chunk run in parallel over pieces of [`PIECE`] tiles, then
+//! the 16 GEMMs in parallel
 //! (one position each) accumulate the chunk onto `dU`; chunks are added in
 //! order, so the result is bitwise the same for any thread count.
 
@@ -350,10 +352,10 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
 }
 
 super::isa::dispatch!(
-    /// `V = B^T d B` of channel `ch` for tiles `a..b` (at most [`SEG`]) into
-    /// `v[e][..b - a]`: the patches are gathered into 16 arrays (one per
-    /// patch element, a tile per lane), then the row and column transforms
-    /// run along the tiles. `d` is scratch. Compiled for the widest
+    /// `V = B^T d B` of channel `ch` for `tiles` (at most [`SEG`]) into
+    /// `v[e][..tiles.len()]`: the row transform of every patch row
+    /// ([`row_transform_input`], a tile per lane) into `d`, then the column
+    /// transform along the tiles. `d` is scratch. Compiled for the widest
     /// instruction set; additions only, so every path gives the same bits.
     fn input_rows<T>(x: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, v: &mut Rows<T>) => input_rows_impl
 );
@@ -388,7 +390,7 @@ fn input_rows_impl<T: Element>(
 
 super::isa::dispatch!(
     /// `dM = A dY A^T` of channel `ch` (of an `h x w` output gradient) for
-    /// tiles `a..b` into `dm[e][..b - a]`; `dY` past the plane is zero. `d`
+    /// `tiles` into `dm[e][..tiles.len()]`; `dY` past the plane is zero. `d`
     /// is scratch. Compiled for the widest instruction set.
     fn output_grad_rows<T>(dy: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, dm: &mut Rows<T>) => output_grad_rows_impl
 );
