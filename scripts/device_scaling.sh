@@ -3,7 +3,7 @@
 # with PyTorch but no Rust: the binaries are built here and carried in .device/
 #   cargo build --release --examples --tests
 #   mkdir -p .device && cp target/release/examples/bench_report .device/
-#   cp target/release/deps/{ferroconv,against_reference,determinism}-<hash> .device/{ferroconv,against_reference,determinism}
+#   cp target/release/deps/{ferroconv,against_reference,determinism,winograd}-<hash> .device/{ferroconv,against_reference,determinism,winograd}
 #   cp ../shared/compare/torch_suite.py .device/
 # Writes everything under $OUT (default ./device-out).
 set -u
@@ -14,7 +14,7 @@ S=${SECONDS_PER_CELL:-0.3}
 { lscpu; nproc; python3 -c 'import torch; print("torch", torch.__version__, torch.backends.mkldnn.is_available())'; } > "$OUT/machine.txt" 2>&1
 # Every instruction-set path against the reference, on this machine's ISA too.
 for isa in avx512 avx2 generic; do
-  for t in ferroconv against_reference determinism; do
+  for t in ferroconv against_reference determinism winograd; do
     FERROCONV_ISA=$isa timeout 120 .device/$t > /tmp/test.txt 2>&1; rc=$?
     { echo "== $t FERROCONV_ISA=$isa rc=$rc"; grep -E "test result|panicked|FAILED" -A3 /tmp/test.txt | head -12; } >> "$OUT/tests.txt"
   done
