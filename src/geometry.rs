@@ -25,12 +25,13 @@ use crate::error::ConvError;
 /// input tile with 16 multiplications instead of 36 (2.25x fewer), after
 /// exact-in-structure linear transforms with coefficients 0, ±1 and ±1/2;
 /// its rounding error is a small constant factor larger (measured and stated
-/// in `docs/design.md`, tested in `tests/against_reference.rs`).
+/// in `docs/design.md`, tested in `tests/winograd.rs`). A dilated 3x3 layer
+/// runs as one undilated Winograd convolution per dilation phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Algorithm {
     /// ferroconv picks per pass, shape and element type: Winograd
-    /// F(2x2, 3x3) for f32 3x3 stride-1 layers (dilation 1, one group,
-    /// padding at most 2) with at least 64 tiles of 2x2 outputs and at least
+    /// F(2x2, 3x3) for f32 3x3 stride-1 layers (any dilation, one group,
+    /// padding at most 2 x dilation) with at least 64 tiles of 2x2 outputs and at least
     /// 64 input and output channels (forward pass and input gradient) or 128
     /// (weight gradient), where it measured faster than the GEMM paths
     /// (`kernels/winograd.rs` has the numbers); the GEMM lowering everywhere
@@ -44,7 +45,8 @@ pub enum Algorithm {
     /// Winograd F(2x2, 3x3) for the forward pass and both gradients, for f32
     /// and f64 on every instruction set. [`Conv2dSpec::build`] returns
     /// [`ConvError::UnsupportedAlgorithm`] unless the kernel is 3x3 with
-    /// stride 1, dilation 1, one group and padding at most 2 on every side.
+    /// stride 1, one group and padding at most 2 x the dilation on every
+    /// side (any dilation).
     Winograd,
 }
 
@@ -510,12 +512,10 @@ impl Conv2dGeometry {
             Some("Winograd F(2x2, 3x3) needs a 3x3 kernel")
         } else if (self.sh, self.sw) != (1, 1) {
             Some("Winograd F(2x2, 3x3) needs stride 1")
-        } else if (self.dh, self.dw) != (1, 1) {
-            Some("Winograd F(2x2, 3x3) needs dilation 1")
         } else if self.groups != 1 {
             Some("Winograd F(2x2, 3x3) needs groups = 1")
-        } else if self.pad_top.max(self.pad_bottom).max(self.pad_left).max(self.pad_right) > 2 {
-            Some("Winograd F(2x2, 3x3) needs padding of at most 2 on every side")
+        } else if self.pad_top.max(self.pad_bottom) > 2 * self.dh || self.pad_left.max(self.pad_right) > 2 * self.dw {
+            Some("Winograd F(2x2, 3x3) needs padding of at most 2 x dilation on every side")
         } else {
             None
         }

@@ -1,5 +1,5 @@
-//! Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: forward, input
-//! gradient and weight gradient, f32 and f64.
+//! Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (any dilation, see
+//! [`Grid`]): forward, input gradient and weight gradient, f32 and f64.
 //!
 //! The output is cut into 2x2 tiles; tile `t = (n, ty, tx)` covers output
 //! pixels `(2ty + a, 2tx + b)`, `a, b in 0..2`, and reads the 4x4 input patch
@@ -150,8 +150,7 @@ pub(crate) fn input_grad_geometry<T>(geom: &Conv2dGeometry) -> Option<Conv2dGeom
 
 /// How one forward call is cut into tasks.
 pub(crate) struct Plan {
-    ntx: usize,
-    tiles_per_image: usize,
+    grid: Grid,
     ntiles: usize,
     /// Tiles per task (a multiple of [`LANES`]).
     block: usize,
@@ -183,8 +182,8 @@ fn u_len(packed: bool, cout: usize, cin: usize) -> usize {
 pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let packed = super::packed_path::<T>();
     let (cin, cout) = (geom.c_in(), geom.c_out());
-    let (nty, ntx) = (geom.oh().div_ceil(2), geom.ow().div_ceil(2));
-    let ntiles = geom.n() * nty * ntx;
+    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation());
+    let ntiles = geom.n() * grid.per_image;
     let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
     let by_bytes = (TASK_BYTES / per_tile / LANES).max(1) * LANES;
     let threads = rayon::current_num_threads().max(1);
@@ -192,8 +191,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let block = by_bytes.min(by_tasks).max(LANES);
     let ntasks = ntiles.div_ceil(block);
     Plan {
-        ntx,
-        tiles_per_image: nty * ntx,
+        grid,
         ntiles,
         block,
         ntasks,
@@ -215,17 +213,47 @@ const SEG: usize = 64;
 #[derive(Clone, Copy)]
 struct Segment {
     n: usize,
+    /// The dilation phase: the run's outputs are rows `py + dh * k` and
+    /// columns `px + dw * k` of the output.
+    py: usize,
+    px: usize,
     ty: usize,
     tx0: usize,
     len: usize,
     t: usize,
 }
 
-/// The tile grid of one call: `ntx` tiles per row, `per_image` per image.
+/// The tile grid of one call. A dilated convolution (dilation `dh x dw`) is
+/// `dh * dw` undilated ones on the phase sub-lattices: phase `(py, px)`
+/// owns the outputs `(py + dh * i, px + dw * j)` and reads the inputs on the
+/// same sub-lattice, so each phase is tiled on its own: tile `(ty, tx)` of
+/// phase `(py, px)` covers outputs `(py + dh (2ty + a), px + dw (2tx + b))`
+/// and reads the padded input rows `py + dh (2ty + r)`, columns
+/// `px + dw (2tx + c)`. Undilated, the one phase is the whole output. Each
+/// phase has `nty x ntx` tiles (enough for the largest phase; outputs past
+/// the image are dropped); images are tiled phase-major, then row-major.
 #[derive(Clone, Copy)]
 struct Grid {
     ntx: usize,
+    /// Tiles per phase.
+    per_phase: usize,
+    /// Phases per image row of phases (`dw`).
+    pw: usize,
+    /// Tiles per image (`dh * dw * per_phase`).
     per_image: usize,
+}
+
+impl Grid {
+    /// The grid of a geometry with `oh x ow` outputs and dilation `(dh, dw)`.
+    fn new(oh: usize, ow: usize, (dh, dw): (usize, usize)) -> Self {
+        let (nty, ntx) = (oh.div_ceil(dh).div_ceil(2), ow.div_ceil(dw).div_ceil(2));
+        Grid {
+            ntx,
+            per_phase: nty * ntx,
+            pw: dw,
+            per_image: dh * dw * nty * ntx,
+        }
+    }
 }
 
 impl Grid {
@@ -252,16 +280,27 @@ impl Iterator for Segments {
             return None;
         }
         let t = self.t;
-        let (n, r) = (t / self.grid.per_image, t % self.grid.per_image);
-        let (ty, tx0) = (r / self.grid.ntx, r % self.grid.ntx);
-        let len = (self.grid.ntx - tx0).min(self.t1 - t).min(SEG);
+        let g = self.grid;
+        let (n, r) = (t / g.per_image, t % g.per_image);
+        let (phase, r) = (r / g.per_phase, r % g.per_phase);
+        let (ty, tx0) = (r / g.ntx, r % g.ntx);
+        let len = (g.ntx - tx0).min(self.t1 - t).min(SEG);
         self.t += len;
-        Some(Segment { n, ty, tx0, len, t })
+        Some(Segment {
+            n,
+            py: phase / g.pw,
+            px: phase % g.pw,
+            ty,
+            tx0,
+            len,
+            t,
+        })
     }
 }
 
 /// The plane a transform reads: `nch` channels of `h x w` per image,
-/// `pt` / `pl` rows / columns of zero padding before it.
+/// `pt` / `pl` rows / columns of zero padding before it, and the dilation
+/// `(dh, dw)` that spaces the tile's rows and columns (see [`Grid`]).
 #[derive(Clone, Copy)]
 struct Plane {
     nch: usize,
@@ -269,6 +308,8 @@ struct Plane {
     w: usize,
     pt: usize,
     pl: usize,
+    dh: usize,
+    dw: usize,
 }
 
 /// Transformed values of a block of at most [`SEG`] tiles: `v[e][i]` for
@@ -289,10 +330,12 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
     for s in grid.segments(a, b) {
         let i0 = s.t - a;
         let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
-        let c0 = 2 * s.tx0;
+        let (dh, dw) = (src.dh, src.dw);
+        // Padded column of tile i's patch column c: c0 + dw * (2i + c).
+        let c0 = s.px + 2 * dw * s.tx0;
         let len = s.len;
         for r in 0..4 {
-            let iy = 2 * s.ty + r;
+            let iy = s.py + dh * (2 * s.ty + r);
             let Ok([d0, d1, d2, d3]) = d.get_disjoint_mut([4 * r, 4 * r + 1, 4 * r + 2, 4 * r + 3]) else {
                 unreachable!()
             };
@@ -309,10 +352,11 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
                 continue;
             }
             let row = &plane[(iy - src.pt) * src.w..][..src.w];
-            // Tiles lo..hi read only columns inside the row.
-            let lo = src.pl.saturating_sub(c0).div_ceil(2).min(len);
-            let hi = ((src.w + src.pl).saturating_sub(c0 + 2) / 2).clamp(lo, len);
-            if hi > lo {
+            // Tiles lo..hi read only columns inside the row: c0 + 2 dw i >= pl
+            // and c0 + dw (2i + 3) < w + pl.
+            let lo = src.pl.saturating_sub(c0).div_ceil(2 * dw).min(len);
+            let hi = ((src.w + src.pl + 2 * dw).saturating_sub(c0 + 3 * dw + 1) / (2 * dw)).clamp(lo, len);
+            if hi > lo && dw == 1 {
                 let n = hi - lo;
                 let start = c0 + 2 * lo - src.pl;
                 for (i, pair) in row[start..start + 2 * n + 2].chunks_exact(2).enumerate() {
@@ -327,6 +371,15 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
                     d2[i] = e1[i] - o0[i];
                     d3[i] = o0[i] - o1[i];
                 }
+            } else if hi > lo {
+                for i in lo..hi {
+                    let at = c0 + 2 * dw * i - src.pl;
+                    let (x0, x1, x2, x3) = (row[at], row[at + dw], row[at + 2 * dw], row[at + 3 * dw]);
+                    d0[i] = x0 - x2;
+                    d1[i] = x1 + x2;
+                    d2[i] = x2 - x1;
+                    d3[i] = x1 - x3;
+                }
             }
             let at = |c: usize| {
                 if c >= src.pl && c < src.w + src.pl {
@@ -336,12 +389,8 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
                 }
             };
             for i in (0..lo).chain(hi..len) {
-                let (x0, x1, x2, x3) = (
-                    at(c0 + 2 * i),
-                    at(c0 + 2 * i + 1),
-                    at(c0 + 2 * i + 2),
-                    at(c0 + 2 * i + 3),
-                );
+                let c = c0 + 2 * dw * i;
+                let (x0, x1, x2, x3) = (at(c), at(c + dw), at(c + 2 * dw), at(c + 3 * dw));
                 d0[i] = x0 - x2;
                 d1[i] = x1 + x2;
                 d2[i] = x2 - x1;
@@ -411,9 +460,11 @@ fn output_grad_rows_impl<T: Element>(
     for s in grid.segments(a, b) {
         let i0 = s.t - a;
         let plane = &dy[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
-        let c0 = 2 * s.tx0;
+        let (dh, dw) = (src.dh, src.dw);
+        // Output column of tile i's pixel b: c0 + dw * (2i + b).
+        let c0 = s.px + 2 * dw * s.tx0;
         for ya in 0..2 {
-            let y = 2 * s.ty + ya;
+            let y = s.py + dh * (2 * s.ty + ya);
             let Ok([e, o]) = d.get_disjoint_mut([2 * ya, 2 * ya + 1]) else {
                 unreachable!()
             };
@@ -424,15 +475,17 @@ fn output_grad_rows_impl<T: Element>(
                 continue;
             }
             let row = &plane[y * src.w..][..src.w];
-            let full = if c0 + 2 * s.len <= src.w { s.len } else { s.len - 1 };
-            for i in 0..full {
-                e[i] = row[c0 + 2 * i];
-                o[i] = row[c0 + 2 * i + 1];
-            }
-            if full < s.len {
-                // The last tile's right column lies past the plane.
-                e[full] = row[c0 + 2 * full];
-                o[full] = T::ZERO;
+            if dw == 1 && c0 + 2 * s.len <= src.w {
+                for i in 0..s.len {
+                    e[i] = row[c0 + 2 * i];
+                    o[i] = row[c0 + 2 * i + 1];
+                }
+            } else {
+                let at = |c: usize| if c < src.w { row[c] } else { T::ZERO };
+                for i in 0..s.len {
+                    e[i] = at(c0 + 2 * dw * i);
+                    o[i] = at(c0 + 2 * dw * i + dw);
+                }
             }
         }
     }
@@ -595,22 +648,22 @@ pub(crate) fn forward<T: Element>(
     let (cin, cout) = (geom.c_in(), geom.c_out());
     let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
     let (pt, _, pl, _) = geom.padding();
+    let (dh, dw) = geom.dilation();
     let src = Plane {
         nch: cin,
         h,
         w: wd,
         pt,
         pl,
+        dh,
+        dw,
     };
     let ulen = u_len(p.packed, cout, cin);
     let uo = align64(packed);
     let u = &mut packed[uo..uo + NE * ulen];
     transform_weights(geom, w, flipped, p.packed, u);
     let u: &[T] = u;
-    let grid = Grid {
-        ntx: p.ntx,
-        per_image: p.tiles_per_image,
-    };
+    let grid = p.grid;
     let ybase = SharedMut(y.as_mut_ptr());
     let ylen = y.len();
     let block = p.block;
@@ -700,23 +753,43 @@ pub(crate) fn forward<T: Element>(
                 output_rows(m, me, co * block + ba - t0, bb - ba, b, &mut tmp, &mut rows);
                 for sg in grid.segments(ba, bb) {
                     let i0 = sg.t - ba;
-                    let (ox0, oy0) = (2 * sg.tx0, 2 * sg.ty);
-                    let wlen = (2 * sg.len).min(ow - ox0);
+                    // Output column of tile i's pixel b: ox0 + dw * (2i + b).
+                    let ox0 = sg.px + 2 * dw * sg.tx0;
+                    if ox0 >= ow {
+                        continue;
+                    }
                     for a in 0..2 {
-                        if oy0 + a >= oh {
+                        let oy = sg.py + dh * (2 * sg.ty + a);
+                        if oy >= oh {
                             continue;
                         }
                         let (y0, y1) = (&rows[2 * a][i0..i0 + sg.len], &rows[2 * a + 1][i0..i0 + sg.len]);
-                        for i in 0..sg.len {
-                            line[2 * i] = y0[i];
-                            line[2 * i + 1] = y1[i];
+                        let base = ((sg.n * cout + co) * oh + oy) * ow;
+                        if dw == 1 {
+                            let wlen = (2 * sg.len).min(ow - ox0);
+                            for i in 0..sg.len {
+                                line[2 * i] = y0[i];
+                                line[2 * i + 1] = y1[i];
+                            }
+                            assert!(base + ox0 + wlen <= ylen);
+                            // SAFETY: `base + ox0 ..` plus `wlen` lies inside
+                            // `y` (checked); these pixels belong to tiles of
+                            // this task's range, which no other task computes.
+                            unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), ybase.get().add(base + ox0), wlen) };
+                        } else {
+                            assert!(base + ow <= ylen);
+                            for i in 0..sg.len {
+                                for (bx, v) in [(0, y0[i]), (1, y1[i])] {
+                                    let ox = ox0 + dw * (2 * i + bx);
+                                    if ox < ow {
+                                        // SAFETY: inside row `oy` of `y`
+                                        // (checked); the pixel belongs to a
+                                        // tile of this task alone.
+                                        unsafe { *ybase.get().add(base + ox) = v };
+                                    }
+                                }
+                            }
                         }
-                        let idx = ((sg.n * cout + co) * oh + oy0 + a) * ow + ox0;
-                        assert!(idx + wlen <= ylen);
-                        // SAFETY: `idx .. idx + wlen` lies inside `y`
-                        // (checked); these pixels belong to tiles of this
-                        // task's range, which no other task computes.
-                        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), ybase.get().add(idx), wlen) };
                     }
                 }
             }
@@ -726,8 +799,7 @@ pub(crate) fn forward<T: Element>(
 
 /// How one weight-gradient call walks the tiles.
 pub(crate) struct WgradPlan {
-    ntx: usize,
-    tiles_per_image: usize,
+    grid: Grid,
     ntiles: usize,
     /// Tiles per chunk (a multiple of [`LANES`]); from the geometry alone.
     chunk: usize,
@@ -749,8 +821,8 @@ fn wgrad_planes(packed: bool, cin: usize, cout: usize, k: usize) -> (usize, usiz
 pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
     let packed = super::packed_path::<T>();
     let (cin, cout) = (geom.c_in(), geom.c_out());
-    let (nty, ntx) = (geom.oh().div_ceil(2), geom.ow().div_ceil(2));
-    let ntiles = geom.n() * nty * ntx;
+    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation());
+    let ntiles = geom.n() * grid.per_image;
     let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
     let chunk = (WGRAD_CHUNK_BYTES / per_tile)
         .max(wgrad_min_chunk(cin, cout))
@@ -759,8 +831,7 @@ pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
         * LANES;
     let (vp, mp) = wgrad_planes(packed, cin, cout, chunk);
     WgradPlan {
-        ntx,
-        tiles_per_image: nty * ntx,
+        grid,
         ntiles,
         chunk,
         packed,
@@ -783,12 +854,15 @@ pub(crate) fn weight_grad<T: Element>(
     let (cin, cout) = (geom.c_in(), geom.c_out());
     let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
     let (pt, _, pl, _) = geom.padding();
+    let (dil_h, dil_w) = geom.dilation();
     let src = Plane {
         nch: cin,
         h,
         w: wd,
         pt,
         pl,
+        dh: dil_h,
+        dw: dil_w,
     };
     let out = Plane {
         nch: cout,
@@ -796,11 +870,10 @@ pub(crate) fn weight_grad<T: Element>(
         w: ow,
         pt: 0,
         pl: 0,
+        dh: dil_h,
+        dw: dil_w,
     };
-    let grid = Grid {
-        ntx: p.ntx,
-        per_image: p.tiles_per_image,
-    };
+    let grid = p.grid;
     let so = align64(scratch);
     let scratch = &mut scratch[so..];
     let du = &mut du[..NE * cout * cin];
