@@ -104,10 +104,12 @@ pub(crate) const AUTO_MIN_TILES: usize = 64;
 
 /// Fewest input and output channels for which `Auto` runs the weight
 /// gradient by Winograd: resnet_3x3_14 (256) measured 49.8 against 63.1
-/// GFLOP/s, but resnet_3x3_56 (64) 64.3 against 40.4 and cifar_3x3 (32)
-/// 41.4 against 18.9 (the chunk transforms are written as scattered
-/// stores into the packed operands, which small channel counts cannot
-/// amortize). Between 64 and 256 no suite row measures the crossover.
+/// GFLOP/s (GEMM paths against Winograd), resnet_3x3_56 (64) 52.0 against
+/// 49.8 (medians of 7, after the 1 MiB chunks; 64.3 against 40.4 with 8 MiB
+/// ones), dilated_3x3d2 (64) 52.7 against 38.9 and cifar_3x3 (32) 41.4
+/// against 18.9: the chunk transforms are written as strided stores into
+/// the packed operands, which small channel counts cannot amortize. Between
+/// 64 and 256 no suite row measures the crossover.
 pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD: usize = 128;
 
 /// Whether `geom` can run Winograd at all for `T` under its algorithm
