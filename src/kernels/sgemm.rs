@@ -101,8 +101,17 @@ pub(crate) fn pack_a(src: &[f32], m: usize, k: usize, rs: usize, cs: usize, dst:
     }
     for (ip, panel) in dst.chunks_exact_mut(MR * k).enumerate() {
         let rows = MR.min(m - ip * MR);
-        if cs == 1 {
-            // Rows contiguous: read each row once, write it strided.
+        if cs == 1 && rows == MR {
+            // Rows contiguous: the panel's MR rows are read as MR sequential
+            // streams, one element of each per step, and the panel is
+            // written in order.
+            let r: [&[f32]; MR] = std::array::from_fn(|r| &src[(ip * MR + r) * rs..(ip * MR + r) * rs + k]);
+            for (p, out) in panel.chunks_exact_mut(MR).enumerate() {
+                let out: &mut [f32; MR] = out.try_into().unwrap();
+                *out = std::array::from_fn(|i| r[i][p]);
+            }
+        } else if cs == 1 {
+            // The last, partial panel: read each row once, write it strided.
             for r in 0..MR {
                 if r < rows {
                     let row = &src[(ip * MR + r) * rs..(ip * MR + r) * rs + k];
