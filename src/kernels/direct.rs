@@ -313,16 +313,9 @@ fn forward_padded_impl<T: Element, const KW: usize>(
 }
 
 /// [`forward_padded_impl`] for the kernel widths with an unrolled loop
-/// (1, 3, 5, 7); `false` for others (the caller runs [`forward_plane`]).
+/// (1, 3, 5, 7; the caller runs [`forward_plane`] for the others).
 #[inline(always)]
-fn forward_padded_any<T: Element>(
-    geom: &Conv2dGeometry,
-    pp: &[T],
-    wk: &[T],
-    b: T,
-    yp: &mut [T],
-    accumulate: bool,
-) -> bool {
+fn forward_padded_any<T: Element>(geom: &Conv2dGeometry, pp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool) {
     let (pl, pr) = (geom.padding().2, geom.padding().3);
     let wp = geom.w() + pl + pr;
     let k = (geom.kh(), geom.dilation().0, geom.dilation().1);
@@ -332,9 +325,8 @@ fn forward_padded_any<T: Element>(
         3 => forward_padded_impl::<T, 3>(pp, wp, k, wk, b, yp, o, accumulate),
         5 => forward_padded_impl::<T, 5>(pp, wp, k, wk, b, yp, o, accumulate),
         7 => forward_padded_impl::<T, 7>(pp, wp, k, wk, b, yp, o, accumulate),
-        _ => return false,
+        _ => unreachable!("the caller checks the kernel width"),
     }
-    true
 }
 
 /// One stride-1 output plane through a zero-padded copy of its input:
