@@ -312,6 +312,13 @@ fn forward_padded_impl<T: Element, const KW: usize>(
     }
 }
 
+/// Whether the padded loops have an unrolled kernel row for `geom`'s kernel
+/// width (1, 3, 5 or 7): the one list [`forward_padded_any`] and
+/// [`weight_grad_channel_padded_impl`] dispatch on.
+fn unrolled_width(geom: &Conv2dGeometry) -> bool {
+    matches!(geom.kw(), 1 | 3 | 5 | 7)
+}
+
 /// [`forward_padded_impl`] for the kernel widths with an unrolled loop
 /// (1, 3, 5, 7; the caller runs [`forward_plane`] for the others).
 #[inline(always)]
@@ -343,7 +350,7 @@ fn forward_plane_padded_impl<T: Element>(
     accumulate: bool,
     pp: &mut [T],
 ) {
-    if matches!(geom.kw(), 1 | 3 | 5 | 7) {
+    if unrolled_width(geom) {
         pad_plane(geom, xp, pp);
         forward_padded_any(geom, pp, wk, b, yp, accumulate);
     } else {
@@ -621,7 +628,7 @@ fn weight_grad_padded_impl<T: Element, const KW: usize>(
 
 /// Whether the padded stride-1 weight gradient runs `geom`.
 fn weight_grad_padded_eligible(geom: &Conv2dGeometry) -> bool {
-    geom.stride() == (1, 1) && matches!(geom.kw(), 1 | 3 | 5 | 7) && geom.kh() * geom.kw() <= MAX_FLIPPED_TAPS
+    geom.stride() == (1, 1) && unrolled_width(geom) && geom.kh() * geom.kw() <= MAX_FLIPPED_TAPS
 }
 
 #[inline(always)]
