@@ -140,9 +140,17 @@ fn random_geometries_f64() {
 /// Shapes the random ones do not reach: several forward tasks and several
 /// weight-gradient chunks (3 x 20 x 20 tiles of 64 + 64 channels: 1,200 tiles
 /// against 1,024 per chunk), channel counts off the 6-row and 16-column
-/// panels, one-pixel rows, asymmetric padding up to 2.
+/// panels, one-pixel rows, asymmetric padding up to 2, and runs of 8 or more
+/// tiles along a row (the explicit-SIMD transforms, eight tiles a register,
+/// with a last overlapping group) in odd widths and heights, with row-only
+/// dilation.
 fn edge_geometries() -> Vec<Conv2dGeometry> {
     [
+        Conv2dSpec::new(2, 5, 9, 37, 6, 3, 3).padding(Padding::explicit(0, 1, 2, 0)),
+        Conv2dSpec::new(1, 3, 13, 50, 4, 3, 3)
+            .padding(Padding::explicit(2, 2, 1, 1))
+            .dilation(2, 1),
+        Conv2dSpec::new(1, 2, 4, 16, 3, 3, 3),
         Conv2dSpec::new(3, 64, 40, 40, 64, 3, 3).padding(Padding::symmetric(1)),
         Conv2dSpec::new(2, 33, 9, 7, 70, 3, 3).padding(Padding::explicit(2, 0, 1, 2)),
         Conv2dSpec::new(1, 130, 5, 5, 7, 3, 3),

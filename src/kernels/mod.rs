@@ -12,6 +12,7 @@ pub(crate) mod parallel;
 pub(crate) mod sgemm;
 pub(crate) mod weight_grad;
 pub(crate) mod winograd;
+pub(crate) mod winograd_simd;
 
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;

@@ -54,12 +54,13 @@ use rayon::prelude::*;
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
+use super::winograd_simd::{input_tiles, output_tiles};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::{Algorithm, Conv2dGeometry};
 
 /// Positions of one transformed tile (4 x 4).
-const NE: usize = 16;
+pub(crate) const NE: usize = 16;
 /// Tiles transformed together, one per SIMD lane: one GEMM `B` panel.
 pub(crate) const LANES: usize = NR;
 
@@ -208,7 +209,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 const PIECE: usize = 64;
 
 /// Longest run of tiles one transform call handles (part of one tile row).
-const SEG: usize = 64;
+pub(crate) const SEG: usize = 64;
 
 /// A run of tiles along one tile row: image `n`, tile row `ty`, tiles
 /// `tx0 .. tx0 + len`, the first being tile `t` of the call's range.
@@ -316,19 +317,15 @@ struct Plane {
 
 /// Transformed values of a block of at most [`SEG`] tiles: `v[e][i]` for
 /// position `e`, tile `i`.
-type Rows<T> = [[T; SEG]; NE];
+pub(crate) type Rows<T> = [[T; SEG]; NE];
 
 /// The row transform of the 4x4 input patch of every tile `a..b` of
 /// channel `ch`: `d[4r + j][i] = (d_r B)[j]` for patch row `r` of tile `i`
-/// (the patch zero outside the image). Interior tiles split the input row
-/// into even and odd columns, `E[i] = row[2i]`, `O[i] = row[2i + 1]`, so
-/// that `d_r B = (E[i] - E[i+1], O[i] + E[i+1], E[i+1] - O[i], O[i] - O[i+1])`
-/// runs along contiguous arrays; the one or two tiles at each end of a tile
-/// row that reach into the padding take the element-wise path.
+/// (the patch zero outside the image), for dilated layers (undilated ones
+/// take [`input_tiles`]): element by element, the padding checked only for
+/// the tiles at each end of a run.
 #[inline(always)]
 fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, a: usize, b: usize, d: &mut Rows<T>) {
-    let mut e = [T::ZERO; SEG + 1];
-    let mut o = [T::ZERO; SEG + 1];
     for s in grid.segments(a, b) {
         let i0 = s.t - a;
         let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
@@ -358,22 +355,7 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
             // and c0 + dw (2i + 3) < w + pl.
             let lo = src.pl.saturating_sub(c0).div_ceil(2 * dw).min(len);
             let hi = ((src.w + src.pl + 2 * dw).saturating_sub(c0 + 3 * dw + 1) / (2 * dw)).clamp(lo, len);
-            if hi > lo && dw == 1 {
-                let n = hi - lo;
-                let start = c0 + 2 * lo - src.pl;
-                for (i, pair) in row[start..start + 2 * n + 2].chunks_exact(2).enumerate() {
-                    e[i] = pair[0];
-                    o[i] = pair[1];
-                }
-                let (d0, d1, d2, d3) = (&mut d0[lo..hi], &mut d1[lo..hi], &mut d2[lo..hi], &mut d3[lo..hi]);
-                let (e0, e1, o0, o1) = (&e[..n], &e[1..n + 1], &o[..n], &o[1..n + 1]);
-                for i in 0..n {
-                    d0[i] = e0[i] - e1[i];
-                    d1[i] = o0[i] + e1[i];
-                    d2[i] = e1[i] - o0[i];
-                    d3[i] = o0[i] - o1[i];
-                }
-            } else if hi > lo {
+            if hi > lo {
                 for i in lo..hi {
                     let at = c0 + 2 * dw * i - src.pl;
                     let (x0, x1, x2, x3) = (row[at], row[at + dw], row[at + 2 * dw], row[at + 3 * dw]);
@@ -402,11 +384,42 @@ fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, 
     }
 }
 
+/// Padded columns `c0 .. c0 + span` of padded row `iy` of `plane` (zero
+/// outside the image): the row itself where they all lie inside it, else a
+/// copy in `buf`.
+#[inline(always)]
+fn padded_run<'a, T: Element>(
+    plane: &'a [T],
+    src: &Plane,
+    iy: usize,
+    c0: usize,
+    span: usize,
+    buf: &'a mut [T],
+) -> &'a [T] {
+    let buf = &mut buf[..span];
+    if iy < src.pt || iy >= src.h + src.pt {
+        buf.fill(T::ZERO);
+        return buf;
+    }
+    let row = &plane[(iy - src.pt) * src.w..][..src.w];
+    let lo = src.pl.saturating_sub(c0).min(span);
+    let hi = (src.w + src.pl).saturating_sub(c0).clamp(lo, span);
+    if lo == 0 && hi == span {
+        return &row[c0 - src.pl..c0 - src.pl + span];
+    }
+    buf[..lo].fill(T::ZERO);
+    buf[hi..].fill(T::ZERO);
+    buf[lo..hi].copy_from_slice(&row[c0 + lo - src.pl..c0 + hi - src.pl]);
+    buf
+}
+
 super::isa::dispatch!(
     /// `V = B^T d B` of channel `ch` for `tiles` (at most [`SEG`]) into
-    /// `v[e][..tiles.len()]`: the row transform of every patch row
-    /// ([`row_transform_input`], a tile per lane) into `d`, then the column
-    /// transform along the tiles. `d` is scratch. Compiled for the widest
+    /// `v[e][..tiles.len()]`: undilated, each run of tiles along a tile row
+    /// in one step ([`input_tiles`], eight tiles per register); dilated,
+    /// the row transform of every patch row ([`row_transform_input`], a tile
+    /// per lane) into `d`, then the column transform along the tiles. `d` is
+    /// scratch. Compiled for the widest
     /// instruction set; additions only, so every path gives the same bits.
     fn input_rows<T>(x: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, v: &mut Rows<T>) => input_rows_impl
 );
@@ -422,6 +435,29 @@ fn input_rows_impl<T: Element>(
     v: &mut Rows<T>,
 ) {
     let (a, b) = (tiles.start, tiles.end);
+    if src.dw == 1 {
+        // `d` (16 x SEG) holds the four padded runs (2 SEG + 2 each).
+        let pb: &mut [T] = d.as_flattened_mut();
+        let (p0, rest) = pb.split_at_mut(2 * SEG + 2);
+        let (p1, rest) = rest.split_at_mut(2 * SEG + 2);
+        let (p2, p3) = rest.split_at_mut(2 * SEG + 2);
+        for s in grid.segments(a, b) {
+            let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
+            // Tile i reads padded columns c0 + 2i .. c0 + 2i + 4 of patch
+            // rows py + dh (2 ty + r).
+            let c0 = s.px + 2 * s.tx0;
+            let span = 2 * s.len + 2;
+            let iy = |r: usize| s.py + src.dh * (2 * s.ty + r);
+            let p = [
+                padded_run(plane, src, iy(0), c0, span, p0),
+                padded_run(plane, src, iy(1), c0, span, p1),
+                padded_run(plane, src, iy(2), c0, span, p2),
+                padded_run(plane, src, iy(3), c0, span, p3),
+            ];
+            input_tiles(p, v, s.t - a, s.len);
+        }
+        return;
+    }
     row_transform_input(x, src, grid, ch, a, b, d);
     for j in 0..4 {
         let (r0, r1, r2, r3) = (&d[j], &d[4 + j], &d[8 + j], &d[12 + j]);
@@ -746,6 +782,31 @@ pub(crate) fn forward<T: Element>(
                     );
                 }
             }
+        }
+        if dw == 1 {
+            // Undilated: each run of tiles along a tile row goes straight
+            // into its two output rows ([`output_tiles`]).
+            for sg in grid.segments(t0, t1) {
+                let ox0 = 2 * sg.tx0;
+                let wlen = (2 * sg.len).min(ow.saturating_sub(ox0));
+                for co in 0..cout {
+                    let b = bias.map_or(T::ZERO, |b| b[co]);
+                    let row = |a: usize| {
+                        let oy = sg.py + dh * (2 * sg.ty + a);
+                        (oy < oh && wlen > 0).then(|| {
+                            let at = ((sg.n * cout + co) * oh + oy) * ow + ox0;
+                            assert!(at + wlen <= ylen);
+                            // SAFETY: `at .. at + wlen` lies inside `y`
+                            // (checked) and holds pixels of this task's
+                            // tiles only, which no other task touches; the
+                            // two rows are distinct.
+                            unsafe { std::slice::from_raw_parts_mut(ybase.get().add(at), wlen) }
+                        })
+                    };
+                    output_tiles(m, me, co * block + sg.t - t0, sg.len, b, [row(0), row(1)]);
+                }
+            }
+            return;
         }
         let mut line = [T::ZERO; 2 * SEG];
         for ba in (t0..t1).step_by(SEG) {

@@ -1,0 +1,253 @@
+//! Explicit AVX2 pieces of the Winograd F(2x2, 3x3) transforms
+//! ([`super::winograd`]), f32 only, eight tiles per register.
+//!
+//! LLVM vectorizes the transforms' arithmetic along the tiles by itself, but
+//! not the even/odd split of an input row (tile `i` reads columns `2i ..
+//! 2i + 4`: a stride-2 walk) nor the interleave of a tile's two output
+//! columns back into a row. Written out with two shuffles and a lane permute
+//! per eight tiles, those steps stop being the transforms' largest cost.
+//! Every function here performs exactly the additions and subtractions of
+//! its scalar twin, on the same operands in the same order, so the results
+//! are bitwise the same on every instruction set.
+
+use super::winograd::{NE, Rows, SEG};
+use crate::element::Element;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether the explicit AVX2 pieces run: `T` is f32 and the instruction set
+/// in use ([`super::isa::isa`]) has AVX2.
+#[inline(always)]
+fn avx2<T: Element>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::mem::size_of::<T>() == 4 && super::isa::isa() >= super::isa::Isa::Avx2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `V = B^T d B` for `n` consecutive tiles of one tile row into
+/// `v[e][i0 .. i0 + n]`, from the four padded input rows `p[r]` the tiles'
+/// patch rows lie on: tile `i` reads `p[r][2i .. 2i + 4]` (`p[r].len() >=
+/// 2n + 2`). The row transform of patch row `r` is, with `E[i] = p[r][2i]`,
+/// `O[i] = p[r][2i + 1]`, `q[r] = (E[i] - E[i+1], O[i] + E[i+1],
+/// E[i+1] - O[i], O[i] - O[i+1])`, and the column transform
+/// `v[j] = q[0][j] - q[2][j]`, `v[4 + j] = q[1][j] + q[2][j]`,
+/// `v[8 + j] = q[2][j] - q[1][j]`, `v[12 + j] = q[1][j] - q[3][j]`.
+#[inline(always)]
+pub(crate) fn input_tiles<T: Element>(p: [&[T]; 4], v: &mut Rows<T>, i0: usize, n: usize) {
+    assert!(i0 + n <= SEG && p.iter().all(|r| r.len() >= 2 * n + 2));
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && avx2::<T>() {
+        let p = p.map(super::f32s);
+        let v: &mut [[f32; SEG]; NE] = super::f32s_mut(v.as_flattened_mut())
+            .as_chunks_mut()
+            .0
+            .try_into()
+            .unwrap();
+        // SAFETY: AVX2 is available (`avx2`); `n >= 8` and the extents are
+        // checked above.
+        unsafe { input_tiles_avx2(p, v, i0, n) };
+        return;
+    }
+    for i in 0..n {
+        let q: [[T; 4]; 4] = std::array::from_fn(|r| {
+            let (e0, o0, e1, o1) = (p[r][2 * i], p[r][2 * i + 1], p[r][2 * i + 2], p[r][2 * i + 3]);
+            [e0 - e1, o0 + e1, e1 - o0, o0 - o1]
+        });
+        for j in 0..4 {
+            v[j][i0 + i] = q[0][j] - q[2][j];
+            v[4 + j][i0 + i] = q[1][j] + q[2][j];
+            v[8 + j][i0 + i] = q[2][j] - q[1][j];
+            v[12 + j][i0 + i] = q[1][j] - q[3][j];
+        }
+    }
+}
+
+/// [`input_tiles`] for `n >= 8` tiles, eight at a time; a last partial
+/// group is done as the eight tiles ending at `n`, rewriting some with the
+/// same values.
+///
+/// # Safety
+/// AVX2 must be available; `n >= 8`, `i0 + n <= SEG`, each `p[r].len() >=
+/// 2n + 2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn input_tiles_avx2(p: [&[f32]; 4], v: &mut [[f32; SEG]; NE], i0: usize, n: usize) {
+    let mut i = 0;
+    loop {
+        // SAFETY: `i + 8 <= n`: tile i + 7 reads p[r][2i + 14 .. 2i + 18],
+        // inside each row (`2(i + 8) + 2 <= 2n + 2`).
+        let q = |r: usize| unsafe { row_group(p[r].as_ptr().add(2 * i)) };
+        let (q0, q2) = (q(0), q(2));
+        let (q1, q3) = (q(1), q(3));
+        let at = i0 + i;
+        for j in 0..4 {
+            // SAFETY: lanes at .. at + 8 lie in each SEG-long row of `v`
+            // (`at + 8 <= i0 + n <= SEG`).
+            unsafe {
+                _mm256_storeu_ps(v[j].as_mut_ptr().add(at), _mm256_sub_ps(q0[j], q2[j]));
+                _mm256_storeu_ps(v[4 + j].as_mut_ptr().add(at), _mm256_add_ps(q1[j], q2[j]));
+                _mm256_storeu_ps(v[8 + j].as_mut_ptr().add(at), _mm256_sub_ps(q2[j], q1[j]));
+                _mm256_storeu_ps(v[12 + j].as_mut_ptr().add(at), _mm256_sub_ps(q1[j], q3[j]));
+            }
+        }
+        if i + 8 == n {
+            return;
+        }
+        i = (i + 8).min(n - 8);
+    }
+}
+
+/// The row transform of eight tiles whose padded row starts at `s` (tile
+/// `i` reads `s[2i .. 2i + 4]`).
+///
+/// # Safety
+/// AVX2 must be available; `s[0 .. 18]` must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn row_group(s: *const f32) -> [__m256; 4] {
+    // SAFETY: the loads read s[0 .. 18] (the caller's contract).
+    let (e0, o0, e1, o1) = unsafe {
+        let (e0, o0) = split(_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
+        let (e1, o1) = split(_mm256_loadu_ps(s.add(2)), _mm256_loadu_ps(s.add(10)));
+        (e0, o0, e1, o1)
+    };
+    [
+        _mm256_sub_ps(e0, e1),
+        _mm256_add_ps(o0, e1),
+        _mm256_sub_ps(e1, o0),
+        _mm256_sub_ps(o0, o1),
+    ]
+}
+
+/// The even and odd elements of the 16 in `a` then `b`, in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn split(a: __m256, b: __m256) -> (__m256, __m256) {
+    // a0 a2 b0 b2 | a4 a6 b4 b6, then 64-bit pairs 0 2 1 3.
+    let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+    let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+    (
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+    )
+}
+
+/// `Y = A^T M A + bias` for `n` consecutive tiles of one tile row, written
+/// into their two output rows: the tiles' products lie at
+/// `m[e * plane + at + i]` (position `e`, tile `i`), and tile `i`'s pixel
+/// `(a, b)` goes to `out[a][2i + b]`. A row given as `None` lies past the
+/// image and is skipped; `out[a].len() <= 2n` (an odd length drops the last
+/// tile's second column). With `s[2r] = m[r][0] + m[r][1] + m[r][2]` and
+/// `s[2r + 1] = m[r][1] - m[r][2] - m[r][3]` for each row `r` of the 4x4
+/// `M`, `y[b] = s[b] + s[2 + b] + s[4 + b] + bias` and
+/// `y[2 + b] = s[2 + b] - s[4 + b] - s[6 + b] + bias`, in that order.
+#[inline(always)]
+pub(crate) fn output_tiles<T: Element>(
+    m: &[T],
+    plane: usize,
+    at: usize,
+    n: usize,
+    bias: T,
+    out: [Option<&mut [T]>; 2],
+) {
+    let w = out.iter().flatten().map(|r| r.len()).max().unwrap_or(0);
+    assert!(w <= 2 * n && out.iter().flatten().all(|r| r.len() == w) && at + n + 15 * plane <= m.len());
+    let mut out = out;
+    // Tiles with both columns inside the rows.
+    let full = w / 2;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if full >= 8 && avx2::<T>() {
+        let m = super::f32s(m);
+        let [o0, o1] = out.each_mut().map(|o| o.as_deref_mut().map(super::f32s_mut));
+        let bias = super::f32s(std::slice::from_ref(&bias))[0];
+        // SAFETY: AVX2 is available (`avx2`); `full >= 8`, the products of
+        // tiles 0..full and the rows' first 2 full elements exist (checked
+        // above).
+        unsafe { output_tiles_avx2(m, plane, at, full, bias, [o0, o1]) };
+        done = full;
+    }
+    for i in done..n.min(w.div_ceil(2)) {
+        let mm = |e: usize| m[e * plane + at + i];
+        let s: [T; 8] = std::array::from_fn(|k| {
+            let r = k / 2;
+            if k % 2 == 0 {
+                mm(4 * r) + mm(4 * r + 1) + mm(4 * r + 2)
+            } else {
+                mm(4 * r + 1) - mm(4 * r + 2) - mm(4 * r + 3)
+            }
+        });
+        for b in 0..2 {
+            if 2 * i + b >= w {
+                continue;
+            }
+            if let Some(o) = &mut out[0] {
+                o[2 * i + b] = s[b] + s[2 + b] + s[4 + b] + bias;
+            }
+            if let Some(o) = &mut out[1] {
+                o[2 * i + b] = s[2 + b] - s[4 + b] - s[6 + b] + bias;
+            }
+        }
+    }
+}
+
+/// [`output_tiles`] for the first `n >= 8` tiles (both columns of each
+/// inside the rows), eight at a time; a last partial group is done as the
+/// eight tiles ending at `n`, rewriting some pixels with the same values.
+///
+/// # Safety
+/// AVX2 must be available; `n >= 8`; `m[e * plane + at .. + n]` must exist
+/// for every `e < 16` and each given row must hold `2n` elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn output_tiles_avx2(m: &[f32], plane: usize, at: usize, n: usize, bias: f32, out: [Option<&mut [f32]>; 2]) {
+    let bias = _mm256_set1_ps(bias);
+    let [mut o0, mut o1] = out;
+    let mut i = 0;
+    loop {
+        // SAFETY: `i + 8 <= n`: the loads read m[e * plane + at + i ..][..8],
+        // inside `m` (the caller's contract).
+        let mm = |e: usize| unsafe { _mm256_loadu_ps(m.as_ptr().add(e * plane + at + i)) };
+        let s: [__m256; 8] = std::array::from_fn(|k| {
+            let r = k / 2;
+            if k % 2 == 0 {
+                _mm256_add_ps(_mm256_add_ps(mm(4 * r), mm(4 * r + 1)), mm(4 * r + 2))
+            } else {
+                _mm256_sub_ps(_mm256_sub_ps(mm(4 * r + 1), mm(4 * r + 2)), mm(4 * r + 3))
+            }
+        });
+        let y = |b: usize, a: usize| {
+            let t = if a == 0 {
+                _mm256_add_ps(_mm256_add_ps(s[b], s[2 + b]), s[4 + b])
+            } else {
+                _mm256_sub_ps(_mm256_sub_ps(s[2 + b], s[4 + b]), s[6 + b])
+            };
+            _mm256_add_ps(t, bias)
+        };
+        for (a, o) in [(0, &mut o0), (1, &mut o1)] {
+            if let Some(o) = o {
+                let (y0, y1) = (y(0, a), y(1, a));
+                // Pixels 2i .. 2i + 16 of the row, columns b = 0, 1 of each
+                // tile interleaved.
+                let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
+                // SAFETY: `2i + 16 <= 2n <= o.len()`.
+                unsafe {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(2 * i), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                    _mm256_storeu_ps(o.as_mut_ptr().add(2 * i + 8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                }
+            }
+        }
+        if i + 8 == n {
+            return;
+        }
+        i = (i + 8).min(n - 8);
+    }
+}
