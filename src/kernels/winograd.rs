@@ -719,22 +719,24 @@ pub(crate) fn forward<T: Element>(
             let (t, len) = (ba - t0, bb - ba);
             for ci in 0..cin {
                 input_rows(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows);
-                for (e, row) in rows.iter().enumerate() {
-                    let plane = &mut v[e * ve..(e + 1) * ve];
-                    if p.packed {
-                        // B panels of 16 tiles, step `ci` (`t` is a multiple
-                        // of 16, so the pieces are whole panel rows but the
-                        // last).
-                        for (k, piece) in row[..len].chunks(LANES).enumerate() {
-                            let at = (t / LANES + k) * LANES * cin + ci * LANES;
-                            if let Ok(full) = <&[T; LANES]>::try_from(piece) {
-                                let dst: &mut [T; LANES] = (&mut plane[at..at + LANES]).try_into().unwrap();
-                                *dst = *full;
-                            } else {
-                                plane[at..at + piece.len()].copy_from_slice(piece);
-                            }
+                if p.packed {
+                    // B panels of 16 tiles, step `ci` (`t` is a multiple of
+                    // 16, so the pieces are whole panel rows but the last).
+                    let (full, rest) = (len / LANES, len % LANES);
+                    let at0 = t / LANES * LANES * cin + ci * LANES;
+                    for (plane, row) in v.chunks_exact_mut(ve).zip(&rows) {
+                        let plane = &mut plane[at0..];
+                        for k in 0..full {
+                            let at = k * LANES * cin;
+                            plane[at..at + LANES].copy_from_slice(&row[k * LANES..(k + 1) * LANES]);
                         }
-                    } else {
+                        if rest > 0 {
+                            let at = full * LANES * cin;
+                            plane[at..at + rest].copy_from_slice(&row[full * LANES..len]);
+                        }
+                    }
+                } else {
+                    for (plane, row) in v.chunks_exact_mut(ve).zip(&rows) {
                         plane[ci * block + t..ci * block + t + len].copy_from_slice(&row[..len]);
                     }
                 }
