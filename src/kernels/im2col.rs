@@ -164,15 +164,25 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
     }
 }
 
+/// Fewest channels for [`im2col_panels_s1`]: its bookkeeping is per piece
+/// and tap, shared by the channels. Instructions per forward call (1
+/// thread, callgrind), the row-major tile and repack against the direct
+/// panels: lenet_c2 (20 channels, 8-pixel rows) 23.2 M against 5.7 M,
+/// infer_b1_3x3 (256, 14-pixel rows) 4.2 M against 3.4 M, resnet_3x3_14's
+/// GEMM path 31.0 M against 26.8 M, but lenet_c1 (1 channel) 4.6 M
+/// against 7.5 M. No suite row lies between 1 and 20 channels.
+const S1_MIN_CHANNELS: usize = 4;
+
 /// Builds the same column tile as [`im2col_tile`] (f32) in the packed-`B`
 /// layout of the [f32 GEMM](super::sgemm): panels of `NR` pixels, element
 /// `col[r][q]` at `dst[q / NR * rows * NR + r * NR + q % NR]` with
-/// `rows = nch * kh * kw`. One input channel at a time goes through `tmp`
-/// (`kh * kw * (p1 - p0)` elements, small enough for L1) as a row-major tile
-/// and is then copied into the panels 16 elements at a time; cutting every
-/// output-row segment at the panel boundaries directly measured 4x slower
-/// (short copies with their bounds logic). Columns of the last panel past
-/// `p1 - p0` are left as they were (the GEMM never stores what they produce).
+/// `rows = nch * kh * kw`. Stride 1 writes the panels directly
+/// ([`im2col_panels_s1`], from [`S1_MIN_CHANNELS`] channels). Otherwise one
+/// input channel at a time goes through `tmp` (`kh * kw * (p1 - p0)`
+/// elements, small enough for L1) as a row-major tile, then is copied into
+/// the panels 16 elements at a time.
+/// Columns of the last panel past `p1 - p0` are left as they were (the GEMM
+/// never stores what they produce).
 pub(crate) fn im2col_panels(
     geom: &Conv2dGeometry,
     x: &[f32],
@@ -187,6 +197,10 @@ pub(crate) fn im2col_panels(
     let pstride = nch * khkw * NR;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert!(dst.len() >= tl.div_ceil(NR) * pstride);
+    if geom.stride() == (1, 1) && nch >= S1_MIN_CHANNELS {
+        im2col_panels_s1(geom, x, nch, p0, p1, dst);
+        return;
+    }
     let tmp = &mut tmp[..khkw * tl];
     for ci in 0..nch {
         im2col_tile(geom, &x[ci * hw..(ci + 1) * hw], 1, p0, p1, tmp);
@@ -268,6 +282,99 @@ super::isa::dispatch!(
     /// written. Compiled for the widest instruction set (wider copies; the
     /// values are only moved, so every path gives the same bits).
     pub(crate) fn im2col_tile<T>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) => im2col_tile_impl
+);
+
+/// `dst[at + ci * dstep ..][..N] = x[src + ci * hw ..][..N]` for each
+/// channel `ci < nch`.
+#[inline(always)]
+fn copy_channels<T: Copy, const N: usize>(
+    x: &[T],
+    src: usize,
+    hw: usize,
+    dst: &mut [T],
+    at: usize,
+    dstep: usize,
+    nch: usize,
+) {
+    for ci in 0..nch {
+        let d: &mut [T; N] = (&mut dst[at + ci * dstep..at + ci * dstep + N]).try_into().unwrap();
+        *d = x[src + ci * hw..src + ci * hw + N].try_into().unwrap();
+    }
+}
+
+/// The body of [`im2col_panels_s1`].
+#[inline(always)]
+fn im2col_panels_s1_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, dst: &mut [T]) {
+    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let (dh, dw) = geom.dilation();
+    let (pad_top, _, pad_left, _) = geom.padding();
+    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    let pstride = nch * khkw * NR;
+    let mut q = 0;
+    while q < tl {
+        // Output row `oy`, columns `ox0 .. ox0 + len`: tile columns
+        // `q .. q + len`, cut into pieces at the panel boundaries.
+        let (oy, ox0) = ((p0 + q) / ow, (p0 + q) % ow);
+        let len = (ow - ox0).min(tl - q);
+        let mut s = 0;
+        while s < len {
+            let (qq, ox) = (q + s, ox0 + s);
+            let take = (NR - qq % NR).min(len - s);
+            let base = qq / NR * pstride + qq % NR;
+            for ky in 0..kh {
+                let iy = (oy + ky * dh) as isize - pad_top as isize;
+                let row_in = iy >= 0 && (iy as usize) < h;
+                for kx in 0..kw {
+                    // The piece reads input columns ox + j + xoff; those
+                    // with j in a..b lie in the row.
+                    let xoff = (kx * dw) as isize - pad_left as isize;
+                    let (a, b) = if row_in {
+                        let (a, b) = valid_range(ox, ox + take, 1, xoff, w);
+                        (a - ox, b - ox)
+                    } else {
+                        (0, 0)
+                    };
+                    let src = if b > a {
+                        iy as usize * w + ((ox + a) as isize + xoff) as usize
+                    } else {
+                        0
+                    };
+                    let at = base + (ky * kw + kx) * NR;
+                    match (a, b, take) {
+                        // Whole pieces of a panel row or half of one: one
+                        // fixed-size copy per channel.
+                        (0, NR, NR) => copy_channels::<T, NR>(x, src, hw, dst, at, khkw * NR, nch),
+                        (0, 8, 8) => copy_channels::<T, 8>(x, src, hw, dst, at, khkw * NR, nch),
+                        (0, b, take) if b == take => {
+                            for ci in 0..nch {
+                                copy_run(&mut dst[at + ci * khkw * NR..][..take], &x[ci * hw + src..][..take]);
+                            }
+                        }
+                        _ => {
+                            for ci in 0..nch {
+                                let d = &mut dst[at + ci * khkw * NR..][..take];
+                                zero_outside(d, a, b);
+                                if b > a {
+                                    copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            s += take;
+        }
+        q += len;
+    }
+}
+
+super::isa::dispatch!(
+    /// [`im2col_panels`] for stride 1: each output-row segment of the tile
+    /// is cut at the panel boundaries once, and each piece is filled for
+    /// every tap and channel by short fixed-size copies (the tap's valid
+    /// columns computed once per piece, not per channel). Compiled for the
+    /// widest instruction set (the values are only moved).
+    fn im2col_panels_s1<T>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, dst: &mut [T]) => im2col_panels_s1_impl
 );
 
 super::isa::dispatch!(
