@@ -55,6 +55,13 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Whether the explicit f32 AVX2 loops run for element type `T`: `T` is
+/// f32 and the instruction set in use ([`isa`]) has AVX2.
+#[inline(always)]
+pub(crate) fn avx2_f32<T>() -> bool {
+    cfg!(target_arch = "x86_64") && std::mem::size_of::<T>() == 4 && isa() >= Isa::Avx2
+}
+
 /// Defines `$name`, which runs the `#[inline(always)]` generic function
 /// `$body` compiled for the instruction set of [`isa`].
 macro_rules! dispatch {

@@ -11,24 +11,11 @@
 //! are bitwise the same on every instruction set.
 
 use super::winograd::{NE, Rows, SEG};
+use super::isa::avx2_f32;
 use crate::element::Element;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
-
-/// Whether the explicit AVX2 pieces run: `T` is f32 and the instruction set
-/// in use ([`super::isa::isa`]) has AVX2.
-#[inline(always)]
-fn avx2<T: Element>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::mem::size_of::<T>() == 4 && super::isa::isa() >= super::isa::Isa::Avx2
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// `V = B^T d B` for `n` consecutive tiles of one tile row into
 /// `v[e][i0 .. i0 + n]`, from the four padded input rows `p[r]` the tiles'
@@ -42,14 +29,14 @@ fn avx2<T: Element>() -> bool {
 pub(crate) fn input_tiles<T: Element>(p: [&[T]; 4], v: &mut Rows<T>, i0: usize, n: usize) {
     assert!(i0 + n <= SEG && p.iter().all(|r| r.len() >= 2 * n + 2));
     #[cfg(target_arch = "x86_64")]
-    if n >= 8 && avx2::<T>() {
+    if n >= 8 && avx2_f32::<T>() {
         let p = p.map(super::f32s);
         let v: &mut [[f32; SEG]; NE] = super::f32s_mut(v.as_flattened_mut())
             .as_chunks_mut()
             .0
             .try_into()
             .unwrap();
-        // SAFETY: AVX2 is available (`avx2`); `n >= 8` and the extents are
+        // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents are
         // checked above.
         unsafe { input_tiles_avx2(p, v, i0, n) };
         return;
@@ -165,11 +152,11 @@ pub(crate) fn output_tiles<T: Element>(
     let full = w / 2;
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if full >= 8 && avx2::<T>() {
+    if full >= 8 && avx2_f32::<T>() {
         let m = super::f32s(m);
         let [o0, o1] = out.each_mut().map(|o| o.as_deref_mut().map(super::f32s_mut));
         let bias = super::f32s(std::slice::from_ref(&bias))[0];
-        // SAFETY: AVX2 is available (`avx2`); `full >= 8`, the products of
+        // SAFETY: AVX2 is available (`avx2_f32`); `full >= 8`, the products of
         // tiles 0..full and the rows' first 2 full elements exist (checked
         // above).
         unsafe { output_tiles_avx2(m, plane, at, full, bias, [o0, o1]) };
