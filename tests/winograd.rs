@@ -205,22 +205,31 @@ fn bits<T: Element>(v: &[T]) -> Vec<u64> {
 #[test]
 fn auto_picks_the_documented_path() {
     let same = |a: &[f32], b: &[f32]| bits(a) == bits(b);
-    let spec = |c: usize| Conv2dSpec::new(2, c, 16, 16, c, 3, 3).padding(Padding::symmetric(1));
-    for (c, fwd_winograd, wgrad_winograd) in [(32, false, false), (64, true, false), (128, true, true)] {
-        let auto = passes::<f32>(&spec(c).build().unwrap());
-        let wino = passes::<f32>(&spec(c).algorithm(Algorithm::Winograd).build().unwrap());
-        let gemm = passes::<f32>(&spec(c).algorithm(Algorithm::Gemm).build().unwrap());
+    let spec = |c: usize, d: usize| {
+        Conv2dSpec::new(2, c, 16, 16, c, 3, 3)
+            .padding(Padding::symmetric(d))
+            .dilation(d, d)
+    };
+    for (c, d, fwd_winograd, wgrad_winograd) in [
+        (32, 1, false, false),
+        (64, 1, true, true),
+        (64, 2, true, false),
+        (128, 2, true, true),
+    ] {
+        let auto = passes::<f32>(&spec(c, d).build().unwrap());
+        let wino = passes::<f32>(&spec(c, d).algorithm(Algorithm::Winograd).build().unwrap());
+        let gemm = passes::<f32>(&spec(c, d).algorithm(Algorithm::Gemm).build().unwrap());
         // Only where the packed f32 kernels run (FERROCONV_ISA=generic keeps
         // `Auto` on GEMM).
         let packed = !same(&wino.0, &gemm.0) && std::env::var("FERROCONV_ISA").as_deref() != Ok("generic");
         let want_fwd = if fwd_winograd && packed { &wino } else { &gemm };
         let want_w = if wgrad_winograd && packed { &wino } else { &gemm };
-        assert!(same(&auto.0, &want_fwd.0), "{c} channels: forward");
-        assert!(same(&auto.1, &want_fwd.1), "{c} channels: input gradient");
-        assert!(same(&auto.2, &want_w.2), "{c} channels: weight gradient");
+        assert!(same(&auto.0, &want_fwd.0), "{c} channels, dilation {d}: forward");
+        assert!(same(&auto.1, &want_fwd.1), "{c} channels, dilation {d}: input gradient");
+        assert!(same(&auto.2, &want_w.2), "{c} channels, dilation {d}: weight gradient");
     }
     // f64 stays on GEMM under Auto.
-    let g = spec(128).build().unwrap();
+    let g = spec(128, 1).build().unwrap();
     let auto = passes::<f64>(&g);
     let gemm = passes::<f64>(&g.with_algorithm(Algorithm::Gemm).unwrap());
     assert_eq!(

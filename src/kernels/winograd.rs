@@ -52,9 +52,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::isa::avx2_f32;
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
-use super::winograd_simd::{input_tiles, output_tiles};
+use super::winograd_simd::{input_tiles, output_tiles, store_channels};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::{Algorithm, Conv2dGeometry};
@@ -104,14 +105,20 @@ pub(crate) const AUTO_MIN_CHANNELS: usize = 64;
 pub(crate) const AUTO_MIN_TILES: usize = 64;
 
 /// Fewest input and output channels for which `Auto` runs the weight
-/// gradient by Winograd: resnet_3x3_14 (256) measured 49.8 against 63.1
-/// GFLOP/s (GEMM paths against Winograd), resnet_3x3_56 (64) 52.0 against
-/// 49.8 (medians of 7, after the 1 MiB chunks; 64.3 against 40.4 with 8 MiB
-/// ones), dilated_3x3d2 (64) 52.7 against 38.9 and cifar_3x3 (32) 41.4
-/// against 18.9: the chunk transforms are written as strided stores into
-/// the packed operands, which small channel counts cannot amortize. Between
-/// 64 and 256 no suite row measures the crossover.
-pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD: usize = 128;
+/// gradient of an undilated layer by Winograd. Since the chunk transforms
+/// are stored through 8 x 8 transposes ([`store_channels`]), GEMM paths
+/// against Winograd (1 thread, medians of 4-5 alternating runs, GFLOP/s):
+/// resnet_3x3_56 (64 channels) 53.8 against 69.9 (56.4 before the
+/// transposes), cifar_3x3 (32) 42.0 against 44.0, a wash that stays on
+/// GEMM; resnet_3x3_14 (256) 49.8 against 63.1 before them.
+pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD: usize = 64;
+
+/// As [`AUTO_MIN_CHANNELS_WEIGHT_GRAD`] for dilated layers, whose input
+/// transform runs element by element: dilated_3x3d2 (64 channels) measured
+/// 54.2 against 51.6 GFLOP/s (GEMM paths against Winograd, medians of 4)
+/// with the transposed stores, 52.7 against 38.9 before. Between 64 and 256
+/// no suite row measures the crossover.
+pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED: usize = 128;
 
 /// Whether `geom` can run Winograd at all for `T` under its algorithm
 /// preference, and if `Auto`, whether it has the channels and tiles `min_c`
@@ -138,7 +145,12 @@ pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> bool {
 
 /// Whether the weight gradient of `geom` runs Winograd for element type `T`.
 pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> bool {
-    chosen::<T>(geom, AUTO_MIN_CHANNELS_WEIGHT_GRAD)
+    let min_c = if geom.dilation() == (1, 1) {
+        AUTO_MIN_CHANNELS_WEIGHT_GRAD
+    } else {
+        AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED
+    };
+    chosen::<T>(geom, min_c)
 }
 
 /// The forward geometry whose Winograd forward is `geom`'s input gradient,
@@ -971,8 +983,36 @@ pub(crate) fn weight_grad<T: Element>(
         };
         (0..(t1 - t0).div_ceil(PIECE)).into_par_iter().for_each(|piece| {
             let (a, b) = (t0 + piece * PIECE, (t0 + (piece + 1) * PIECE).min(t1));
-            let mut rows = [[T::ZERO; SEG]; NE];
             let mut tmp = [[T::ZERO; SEG]; NE];
+            if p.packed && avx2_f32::<T>() {
+                // Groups of 8 input channels (half a `V` panel) and 6 output
+                // channels (one `dM` panel), stored tile by tile through
+                // transposes ([`store_channels`]).
+                let mut group = [[[T::ZERO; SEG]; NE]; 8];
+                for ba in (a..b).step_by(SEG) {
+                    let bb = (ba + SEG).min(b);
+                    for ci0 in (0..cin).step_by(8) {
+                        let g = (cin - ci0).min(8);
+                        for (c, rows) in group.iter_mut().enumerate().take(g) {
+                            input_rows(x, &src, grid, ci0 + c, ba..bb, &mut tmp, rows);
+                        }
+                        // SAFETY: AVX2 and f32 (checked); the piece's tiles
+                        // ba..bb of channels ci0..ci0 + 8 are this task's
+                        // alone, and `store_channels` checks the extent.
+                        unsafe { store_channels(vb.get(), vlen, vp, v_at(ci0), 8, ba - t0, &group, g, bb - ba) };
+                    }
+                    for co0 in (0..cout).step_by(MR) {
+                        let g = (cout - co0).min(MR);
+                        for (c, rows) in group.iter_mut().enumerate().take(g) {
+                            output_grad_rows(dy, &out, grid, co0 + c, ba..bb, &mut tmp, rows);
+                        }
+                        // SAFETY: as above, for the MR-row panel of co0.
+                        unsafe { store_channels(mb.get(), mlen, mp, m_at(co0), MR, ba - t0, &group, g, bb - ba) };
+                    }
+                }
+                return;
+            }
+            let mut rows = [[T::ZERO; SEG]; NE];
             for ba in (a..b).step_by(SEG) {
                 let bb = (ba + SEG).min(b);
                 for ci in 0..cin {

@@ -10,8 +10,8 @@
 //! its scalar twin, on the same operands in the same order, so the results
 //! are bitwise the same on every instruction set.
 
-use super::winograd::{NE, Rows, SEG};
 use super::isa::avx2_f32;
+use super::winograd::{NE, Rows, SEG};
 use crate::element::Element;
 
 #[cfg(target_arch = "x86_64")]
@@ -237,4 +237,141 @@ unsafe fn output_tiles_avx2(m: &[f32], plane: usize, at: usize, n: usize, bias: 
         }
         i = (i + 8).min(n - 8);
     }
+}
+
+/// Writes the transforms of `g <= 8` channels, `rows[c][e][..n]` for
+/// channel `c` of the group, into a weight-gradient chunk buffer of `len`
+/// elements at `dst` (see [`super::winograd::weight_grad`]): element
+/// `(e, c, t)` goes to `e * plane + base + c + (tt + t) * stride`, so the
+/// group's channels of one tile are `width` consecutive elements (`width`
+/// is 8 for the `V` panels, 16 channels wide, and 6 for the `dM` panels,
+/// [`super::sgemm::MR`] wide). The channels `g..width` of the group lie
+/// past the layer's channels: they are written as zeros. Eight tiles at a
+/// time go through an 8 x 8 transpose, so each tile's channels are one
+/// store instead of `width` stores a cache line apart.
+///
+/// # Safety
+/// AVX2 must be available and `T` f32 ([`avx2_f32`]); `width` is 6 or 8,
+/// `g <= width`, `n <= SEG`; every element written lies in the buffer, and
+/// no other thread writes them during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn store_channels<T: Element>(
+    dst: *mut T,
+    len: usize,
+    plane: usize,
+    (base, stride): (usize, usize),
+    width: usize,
+    tt: usize,
+    rows: &[Rows<T>; 8],
+    g: usize,
+    n: usize,
+) {
+    assert!(avx2_f32::<T>() && (width == 6 || width == 8) && g <= width && n <= SEG);
+    if n == 0 {
+        return;
+    }
+    assert!((NE - 1) * plane + base + (tt + n - 1) * stride + width <= len);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let rows: &[[[f32; SEG]; NE]; 8] = rows_f32(rows);
+        // SAFETY: AVX2 (asserted); the extents are checked above and the
+        // caller owns the elements written.
+        unsafe { store_channels_avx2(dst.cast::<f32>(), plane, base, stride, width, tt, rows, g, n) };
+    }
+}
+
+/// `rows` as f32 (`T` is f32: checked by the caller).
+#[cfg(target_arch = "x86_64")]
+fn rows_f32<T: Element>(rows: &[Rows<T>; 8]) -> &[[[f32; SEG]; NE]; 8] {
+    let flat = super::f32s(rows.as_flattened().as_flattened());
+    let (chunks, _) = flat.as_chunks::<SEG>();
+    let (pos, _) = chunks.as_chunks::<NE>();
+    pos.try_into().unwrap()
+}
+
+/// The loop of [`store_channels`].
+///
+/// # Safety
+/// As [`store_channels`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_channels_avx2(
+    dst: *mut f32,
+    plane: usize,
+    base: usize,
+    stride: usize,
+    width: usize,
+    tt: usize,
+    rows: &[[[f32; SEG]; NE]; 8],
+    g: usize,
+    n: usize,
+) {
+    // The first six lanes, for the last tile of a 6-wide run (the others
+    // are overwritten by the next tile's store).
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    // `e` indexes the second level of `rows[c][e]`, for every channel `c`.
+    #[allow(clippy::needless_range_loop)]
+    for e in 0..NE {
+        for t0 in (0..n).step_by(8) {
+            // SAFETY: lanes t0 .. t0 + 8 lie in each SEG-long row (t0 is a
+            // multiple of 8 below n <= SEG).
+            let r: [__m256; 8] = std::array::from_fn(|c| {
+                if c < g {
+                    unsafe { _mm256_loadu_ps(rows[c][e].as_ptr().add(t0)) }
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
+            let cols = transpose8(r);
+            for (t, col) in cols.iter().enumerate().take(n - t0) {
+                let at = e * plane + base + (tt + t0 + t) * stride;
+                // SAFETY: the `width` elements at `at` lie in the buffer and
+                // belong to the caller (its contract); a 6-wide store spills
+                // two lanes into the next tile's slot only when that tile
+                // follows in this run (and is stored next).
+                unsafe {
+                    if width == 8 || t0 + t + 1 < n {
+                        _mm256_storeu_ps(dst.add(at), *col);
+                    } else {
+                        _mm256_maskstore_ps(dst.add(at), six, *col);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 8 x 8 transpose: output `t` holds lane `t` of every input, in input
+/// order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
