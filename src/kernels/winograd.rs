@@ -55,7 +55,7 @@ use rayon::prelude::*;
 use super::isa::avx2_f32;
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
-use super::winograd_simd::{input_tiles, output_tiles, store_channels};
+use super::winograd_simd::{even_elements, input_tiles, output_tiles, store_channels};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::{Algorithm, Conv2dGeometry};
@@ -113,11 +113,12 @@ pub(crate) const AUTO_MIN_TILES: usize = 64;
 /// GEMM; resnet_3x3_14 (256) 49.8 against 63.1 before them.
 pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD: usize = 64;
 
-/// As [`AUTO_MIN_CHANNELS_WEIGHT_GRAD`] for dilated layers, whose input
-/// transform runs element by element: dilated_3x3d2 (64 channels) measured
-/// 54.2 against 51.6 GFLOP/s (GEMM paths against Winograd, medians of 4)
-/// with the transposed stores, 52.7 against 38.9 before. Between 64 and 256
-/// no suite row measures the crossover.
+/// As [`AUTO_MIN_CHANNELS_WEIGHT_GRAD`] for dilated layers, whose rows are
+/// first gathered on their phase: dilated_3x3d2 (64 channels) measured 59.1
+/// against 55.2 GFLOP/s (GEMM paths against Winograd, medians of 5
+/// alternating runs) with the transposed stores and the gathered rows, 52.7
+/// against 38.9 before them. Between 64 and 256 no suite row measures the
+/// crossover.
 pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED: usize = 128;
 
 /// Whether `geom` can run Winograd at all for `T` under its algorithm
@@ -331,74 +332,9 @@ struct Plane {
 /// position `e`, tile `i`.
 pub(crate) type Rows<T> = [[T; SEG]; NE];
 
-/// The row transform of the 4x4 input patch of every tile `a..b` of
-/// channel `ch`: `d[4r + j][i] = (d_r B)[j]` for patch row `r` of tile `i`
-/// (the patch zero outside the image), for dilated layers (undilated ones
-/// take [`input_tiles`]): element by element, the padding checked only for
-/// the tiles at each end of a run.
-#[inline(always)]
-fn row_transform_input<T: Element>(x: &[T], src: &Plane, grid: Grid, ch: usize, a: usize, b: usize, d: &mut Rows<T>) {
-    for s in grid.segments(a, b) {
-        let i0 = s.t - a;
-        let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
-        let (dh, dw) = (src.dh, src.dw);
-        // Padded column of tile i's patch column c: c0 + dw * (2i + c).
-        let c0 = s.px + 2 * dw * s.tx0;
-        let len = s.len;
-        for r in 0..4 {
-            let iy = s.py + dh * (2 * s.ty + r);
-            let Ok([d0, d1, d2, d3]) = d.get_disjoint_mut([4 * r, 4 * r + 1, 4 * r + 2, 4 * r + 3]) else {
-                unreachable!()
-            };
-            let (d0, d1, d2, d3) = (
-                &mut d0[i0..i0 + len],
-                &mut d1[i0..i0 + len],
-                &mut d2[i0..i0 + len],
-                &mut d3[i0..i0 + len],
-            );
-            if iy < src.pt || iy >= src.h + src.pt {
-                for dd in [d0, d1, d2, d3] {
-                    dd.fill(T::ZERO);
-                }
-                continue;
-            }
-            let row = &plane[(iy - src.pt) * src.w..][..src.w];
-            // Tiles lo..hi read only columns inside the row: c0 + 2 dw i >= pl
-            // and c0 + dw (2i + 3) < w + pl.
-            let lo = src.pl.saturating_sub(c0).div_ceil(2 * dw).min(len);
-            let hi = ((src.w + src.pl + 2 * dw).saturating_sub(c0 + 3 * dw + 1) / (2 * dw)).clamp(lo, len);
-            if hi > lo {
-                for i in lo..hi {
-                    let at = c0 + 2 * dw * i - src.pl;
-                    let (x0, x1, x2, x3) = (row[at], row[at + dw], row[at + 2 * dw], row[at + 3 * dw]);
-                    d0[i] = x0 - x2;
-                    d1[i] = x1 + x2;
-                    d2[i] = x2 - x1;
-                    d3[i] = x1 - x3;
-                }
-            }
-            let at = |c: usize| {
-                if c >= src.pl && c < src.w + src.pl {
-                    row[c - src.pl]
-                } else {
-                    T::ZERO
-                }
-            };
-            for i in (0..lo).chain(hi..len) {
-                let c = c0 + 2 * dw * i;
-                let (x0, x1, x2, x3) = (at(c), at(c + dw), at(c + 2 * dw), at(c + 3 * dw));
-                d0[i] = x0 - x2;
-                d1[i] = x1 + x2;
-                d2[i] = x2 - x1;
-                d3[i] = x1 - x3;
-            }
-        }
-    }
-}
-
-/// Padded columns `c0 .. c0 + span` of padded row `iy` of `plane` (zero
-/// outside the image): the row itself where they all lie inside it, else a
-/// copy in `buf`.
+/// Padded columns `c0 + dw * j`, `j < span`, of padded row `iy` of
+/// `plane` (zero outside the image; `dw` the dilation): undilated, the row
+/// itself where they all lie inside it, else a copy in `buf`.
 #[inline(always)]
 fn padded_run<'a, T: Element>(
     plane: &'a [T],
@@ -414,25 +350,34 @@ fn padded_run<'a, T: Element>(
         return buf;
     }
     let row = &plane[(iy - src.pt) * src.w..][..src.w];
-    let lo = src.pl.saturating_sub(c0).min(span);
-    let hi = (src.w + src.pl).saturating_sub(c0).clamp(lo, span);
-    if lo == 0 && hi == span {
+    let dw = src.dw;
+    // Steps lo..hi lie inside the row: c0 + dw j >= pl, c0 + dw j < w + pl.
+    let lo = src.pl.saturating_sub(c0).div_ceil(dw).min(span);
+    let hi = (src.w + src.pl).saturating_sub(c0).div_ceil(dw).clamp(lo, span);
+    if dw == 1 && lo == 0 && hi == span {
         return &row[c0 - src.pl..c0 - src.pl + span];
     }
     buf[..lo].fill(T::ZERO);
     buf[hi..].fill(T::ZERO);
-    buf[lo..hi].copy_from_slice(&row[c0 + lo - src.pl..c0 + hi - src.pl]);
+    if dw == 1 {
+        buf[lo..hi].copy_from_slice(&row[c0 + lo - src.pl..c0 + hi - src.pl]);
+    } else if dw == 2 {
+        even_elements(&mut buf[lo..hi], &row[c0 + 2 * lo - src.pl..]);
+    } else {
+        for (j, v) in buf[lo..hi].iter_mut().enumerate() {
+            *v = row[c0 + dw * (lo + j) - src.pl];
+        }
+    }
     buf
 }
 
 super::isa::dispatch!(
     /// `V = B^T d B` of channel `ch` for `tiles` (at most [`SEG`]) into
-    /// `v[e][..tiles.len()]`: undilated, each run of tiles along a tile row
-    /// in one step ([`input_tiles`], eight tiles per register); dilated,
-    /// the row transform of every patch row ([`row_transform_input`], a tile
-    /// per lane) into `d`, then the column transform along the tiles. `d` is
-    /// scratch. Compiled for the widest
-    /// instruction set; additions only, so every path gives the same bits.
+    /// `v[e][..tiles.len()]`: each run of tiles along a tile row in one step
+    /// ([`input_tiles`], eight tiles per register) from its four patch rows
+    /// ([`padded_run`]; a dilated layer's rows are gathered on the run's
+    /// phase). `d` is scratch. Compiled for the widest instruction set;
+    /// additions only, so every path gives the same bits.
     fn input_rows<T>(x: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, v: &mut Rows<T>) => input_rows_impl
 );
 
@@ -447,43 +392,25 @@ fn input_rows_impl<T: Element>(
     v: &mut Rows<T>,
 ) {
     let (a, b) = (tiles.start, tiles.end);
-    if src.dw == 1 {
-        // `d` (16 x SEG) holds the four padded runs (2 SEG + 2 each).
-        let pb: &mut [T] = d.as_flattened_mut();
-        let (p0, rest) = pb.split_at_mut(2 * SEG + 2);
-        let (p1, rest) = rest.split_at_mut(2 * SEG + 2);
-        let (p2, p3) = rest.split_at_mut(2 * SEG + 2);
-        for s in grid.segments(a, b) {
-            let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
-            // Tile i reads padded columns c0 + 2i .. c0 + 2i + 4 of patch
-            // rows py + dh (2 ty + r).
-            let c0 = s.px + 2 * s.tx0;
-            let span = 2 * s.len + 2;
-            let iy = |r: usize| s.py + src.dh * (2 * s.ty + r);
-            let p = [
-                padded_run(plane, src, iy(0), c0, span, p0),
-                padded_run(plane, src, iy(1), c0, span, p1),
-                padded_run(plane, src, iy(2), c0, span, p2),
-                padded_run(plane, src, iy(3), c0, span, p3),
-            ];
-            input_tiles(p, v, s.t - a, s.len);
-        }
-        return;
-    }
-    row_transform_input(x, src, grid, ch, a, b, d);
-    for j in 0..4 {
-        let (r0, r1, r2, r3) = (&d[j], &d[4 + j], &d[8 + j], &d[12 + j]);
-        let Ok([v0, v1, v2, v3]) = v.get_disjoint_mut([j, 4 + j, 8 + j, 12 + j]) else {
-            unreachable!()
-        };
-        // All SEG lanes (a fixed trip count vectorizes fully); lanes past
-        // `len` hold leftovers of earlier calls and are never read.
-        for i in 0..SEG {
-            v0[i] = r0[i] - r2[i];
-            v1[i] = r1[i] + r2[i];
-            v2[i] = r2[i] - r1[i];
-            v3[i] = r1[i] - r3[i];
-        }
+    // `d` (16 x SEG) holds the four padded runs (2 SEG + 2 each).
+    let pb: &mut [T] = d.as_flattened_mut();
+    let (p0, rest) = pb.split_at_mut(2 * SEG + 2);
+    let (p1, rest) = rest.split_at_mut(2 * SEG + 2);
+    let (p2, p3) = rest.split_at_mut(2 * SEG + 2);
+    for s in grid.segments(a, b) {
+        let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
+        // Tile i reads padded columns c0 + dw (2i + c), c < 4, of patch rows
+        // py + dh (2 ty + r) (see [`Grid`]).
+        let c0 = s.px + 2 * src.dw * s.tx0;
+        let span = 2 * s.len + 2;
+        let iy = |r: usize| s.py + src.dh * (2 * s.ty + r);
+        let p = [
+            padded_run(plane, src, iy(0), c0, span, p0),
+            padded_run(plane, src, iy(1), c0, span, p1),
+            padded_run(plane, src, iy(2), c0, span, p2),
+            padded_run(plane, src, iy(3), c0, span, p3),
+        ];
+        input_tiles(p, v, s.t - a, s.len);
     }
 }
 
@@ -564,47 +491,6 @@ fn output_grad_rows_impl<T: Element>(
             d1[i] = q0[i] + q1[i];
             d2[i] = q0[i] - q1[i];
             d3[i] = -q1[i];
-        }
-    }
-}
-
-super::isa::dispatch!(
-    /// `Y = A^T M A + bias` for `len` tiles whose products lie at
-    /// `m[e * plane + at ..][..len]`: `y[2a + b][i]` is pixel `(a, b)` of
-    /// tile `i`. `s` is scratch. Compiled for the widest instruction set.
-    fn output_rows<T>(m: &[T], plane: usize, at: usize, len: usize, bias: T, s: &mut Rows<T>, y: &mut Rows<T>) => output_rows_impl
-);
-
-#[inline(always)]
-fn output_rows_impl<T: Element>(
-    m: &[T],
-    plane: usize,
-    at: usize,
-    len: usize,
-    bias: T,
-    s: &mut Rows<T>,
-    y: &mut Rows<T>,
-) {
-    // s[2i + b][t]: the column transform of row i of M.
-    for i in 0..4 {
-        let row = |j: usize| &m[(i * 4 + j) * plane + at..][..len];
-        let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
-        let Ok([s0, s1]) = s.get_disjoint_mut([i * 2, i * 2 + 1]) else {
-            unreachable!()
-        };
-        for t in 0..len {
-            s0[t] = m0[t] + m1[t] + m2[t];
-            s1[t] = m1[t] - m2[t] - m3[t];
-        }
-    }
-    for b in 0..2 {
-        let (s0, s1, s2, s3) = (&s[b], &s[2 + b], &s[4 + b], &s[6 + b]);
-        let Ok([y0, y1]) = y.get_disjoint_mut([b, 2 + b]) else {
-            unreachable!()
-        };
-        for t in 0..len {
-            y0[t] = s0[t] + s1[t] + s2[t] + bias;
-            y1[t] = s1[t] - s2[t] - s3[t] + bias;
         }
     }
 }
@@ -797,18 +683,27 @@ pub(crate) fn forward<T: Element>(
                 }
             }
         }
-        if dw == 1 {
-            // Undilated: each run of tiles along a tile row goes straight
-            // into its two output rows ([`output_tiles`]).
-            for sg in grid.segments(t0, t1) {
-                let ox0 = 2 * sg.tx0;
-                let wlen = (2 * sg.len).min(ow.saturating_sub(ox0));
-                for co in 0..cout {
-                    let b = bias.map_or(T::ZERO, |b| b[co]);
-                    let row = |a: usize| {
-                        let oy = sg.py + dh * (2 * sg.ty + a);
-                        (oy < oh && wlen > 0).then(|| {
-                            let at = ((sg.n * cout + co) * oh + oy) * ow + ox0;
+        // Each run of tiles along a tile row goes into its two output rows
+        // ([`output_tiles`]): directly when undilated, else through `line`
+        // and out with stride `dw` (the run's columns of its phase).
+        let mut line = [[T::ZERO; 2 * SEG]; 2];
+        for sg in grid.segments(t0, t1) {
+            let ox0 = sg.px + 2 * dw * sg.tx0;
+            if ox0 >= ow {
+                continue;
+            }
+            let wlen = (ow - ox0).div_ceil(dw).min(2 * sg.len);
+            for co in 0..cout {
+                let b = bias.map_or(T::ZERO, |b| b[co]);
+                let at = |a: usize| {
+                    let oy = sg.py + dh * (2 * sg.ty + a);
+                    (oy < oh).then(|| ((sg.n * cout + co) * oh + oy) * ow + ox0)
+                };
+                let (at0, at1) = (at(0), at(1));
+                let mt = co * block + sg.t - t0;
+                if dw == 1 {
+                    let row = |at: Option<usize>| {
+                        at.map(|at| {
                             assert!(at + wlen <= ylen);
                             // SAFETY: `at .. at + wlen` lies inside `y`
                             // (checked) and holds pixels of this task's
@@ -817,56 +712,25 @@ pub(crate) fn forward<T: Element>(
                             unsafe { std::slice::from_raw_parts_mut(ybase.get().add(at), wlen) }
                         })
                     };
-                    output_tiles(m, me, co * block + sg.t - t0, sg.len, b, [row(0), row(1)]);
+                    output_tiles(m, me, mt, sg.len, b, [row(at0), row(at1)]);
+                    continue;
                 }
-            }
-            return;
-        }
-        let mut line = [T::ZERO; 2 * SEG];
-        for ba in (t0..t1).step_by(SEG) {
-            let bb = (ba + SEG).min(t1);
-            for co in 0..cout {
-                let b = bias.map_or(T::ZERO, |b| b[co]);
-                output_rows(m, me, co * block + ba - t0, bb - ba, b, &mut tmp, &mut rows);
-                for sg in grid.segments(ba, bb) {
-                    let i0 = sg.t - ba;
-                    // Output column of tile i's pixel b: ox0 + dw * (2i + b).
-                    let ox0 = sg.px + 2 * dw * sg.tx0;
-                    if ox0 >= ow {
-                        continue;
-                    }
-                    for a in 0..2 {
-                        let oy = sg.py + dh * (2 * sg.ty + a);
-                        if oy >= oh {
-                            continue;
-                        }
-                        let (y0, y1) = (&rows[2 * a][i0..i0 + sg.len], &rows[2 * a + 1][i0..i0 + sg.len]);
-                        let base = ((sg.n * cout + co) * oh + oy) * ow;
-                        if dw == 1 {
-                            let wlen = (2 * sg.len).min(ow - ox0);
-                            for i in 0..sg.len {
-                                line[2 * i] = y0[i];
-                                line[2 * i + 1] = y1[i];
-                            }
-                            assert!(base + ox0 + wlen <= ylen);
-                            // SAFETY: `base + ox0 ..` plus `wlen` lies inside
-                            // `y` (checked); these pixels belong to tiles of
-                            // this task's range, which no other task computes.
-                            unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), ybase.get().add(base + ox0), wlen) };
-                        } else {
-                            assert!(base + ow <= ylen);
-                            for i in 0..sg.len {
-                                for (bx, v) in [(0, y0[i]), (1, y1[i])] {
-                                    let ox = ox0 + dw * (2 * i + bx);
-                                    if ox < ow {
-                                        // SAFETY: inside row `oy` of `y`
-                                        // (checked); the pixel belongs to a
-                                        // tile of this task alone.
-                                        unsafe { *ybase.get().add(base + ox) = v };
-                                    }
-                                }
-                            }
-                        }
+                let [l0, l1] = &mut line;
+                output_tiles(
+                    m,
+                    me,
+                    mt,
+                    sg.len,
+                    b,
+                    [at0.map(|_| &mut l0[..wlen]), at1.map(|_| &mut l1[..wlen])],
+                );
+                for (at, l) in [(at0, &line[0]), (at1, &line[1])] {
+                    let Some(at) = at else { continue };
+                    assert!(at + dw * (wlen - 1) < ylen);
+                    for (j, &v) in l[..wlen].iter().enumerate() {
+                        // SAFETY: inside `y` (checked for the last); the
+                        // pixel belongs to a tile of this task alone.
+                        unsafe { *ybase.get().add(at + dw * j) = v };
                     }
                 }
             }

@@ -375,3 +375,41 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         _mm256_permute2f128_ps::<0x31>(u3, u7),
     ]
 }
+
+/// `dst[j] = src[2 j]` for every `j < dst.len()` (a dilation-2 row's phase),
+/// eight at a time with AVX2 for f32 while `src` holds the 16 elements a
+/// group loads, then one by one.
+#[inline(always)]
+pub(crate) fn even_elements<T: Element>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    assert!(n == 0 || src.len() > 2 * (n - 1));
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2_f32::<T>() {
+        let (d, s) = (super::f32s_mut(dst), super::f32s(src));
+        while j + 8 <= n && 2 * j + 16 <= s.len() {
+            // SAFETY: AVX2 (`avx2_f32`); src[2j .. 2j + 16] and
+            // dst[j .. j + 8] are in bounds (the loop condition).
+            unsafe { even8(s.as_ptr().add(2 * j), d.as_mut_ptr().add(j)) };
+            j += 8;
+        }
+    }
+    for j in j..n {
+        dst[j] = src[2 * j];
+    }
+}
+
+/// `d[l] = s[2 l]` for `l < 8`.
+///
+/// # Safety
+/// AVX2 must be available; `s[0 .. 16]` readable, `d[0 .. 8]` writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn even8(s: *const f32, d: *mut f32) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (e, _) = split(_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
+        _mm256_storeu_ps(d, e);
+    }
+}
