@@ -55,7 +55,7 @@ use rayon::prelude::*;
 use super::isa::avx2_f32;
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
-use super::winograd_simd::{even_elements, input_tiles, output_tiles, store_channels};
+use super::winograd_simd::{even_elements, input_tiles, output_grad_tiles, output_tiles, store_channels};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::{Algorithm, Conv2dGeometry};
@@ -416,8 +416,11 @@ fn input_rows_impl<T: Element>(
 
 super::isa::dispatch!(
     /// `dM = A dY A^T` of channel `ch` (of an `h x w` output gradient) for
-    /// `tiles` into `dm[e][..tiles.len()]`; `dY` past the plane is zero. `d`
-    /// is scratch. Compiled for the widest instruction set.
+    /// `tiles` into `dm[e][..tiles.len()]`; `dY` past the plane is zero. Each
+    /// run of tiles along a tile row in one step ([`output_grad_tiles`],
+    /// eight tiles per register) from its two `dY` rows ([`padded_run`],
+    /// gathered on the run's phase when dilated). `d` is scratch. Compiled
+    /// for the widest instruction set.
     fn output_grad_rows<T>(dy: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows<T>, dm: &mut Rows<T>) => output_grad_rows_impl
 );
 
@@ -432,66 +435,18 @@ fn output_grad_rows_impl<T: Element>(
     dm: &mut Rows<T>,
 ) {
     let (a, b) = (tiles.start, tiles.end);
-    let len = b - a;
-    // d[2a + b][i]: dY pixel (a, b) of tile i.
+    // `d` (16 x SEG) holds the two row runs (2 SEG each).
+    let (p0, p1) = d.as_flattened_mut().split_at_mut(2 * SEG);
     for s in grid.segments(a, b) {
-        let i0 = s.t - a;
         let plane = &dy[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
-        let (dh, dw) = (src.dh, src.dw);
-        // Output column of tile i's pixel b: c0 + dw * (2i + b).
-        let c0 = s.px + 2 * dw * s.tx0;
-        for ya in 0..2 {
-            let y = s.py + dh * (2 * s.ty + ya);
-            let Ok([e, o]) = d.get_disjoint_mut([2 * ya, 2 * ya + 1]) else {
-                unreachable!()
-            };
-            let (e, o) = (&mut e[i0..i0 + s.len], &mut o[i0..i0 + s.len]);
-            if y >= src.h {
-                e.fill(T::ZERO);
-                o.fill(T::ZERO);
-                continue;
-            }
-            let row = &plane[y * src.w..][..src.w];
-            if dw == 1 && c0 + 2 * s.len <= src.w {
-                for i in 0..s.len {
-                    e[i] = row[c0 + 2 * i];
-                    o[i] = row[c0 + 2 * i + 1];
-                }
-            } else {
-                let at = |c: usize| if c < src.w { row[c] } else { T::ZERO };
-                for i in 0..s.len {
-                    e[i] = at(c0 + 2 * dw * i);
-                    o[i] = at(c0 + 2 * dw * i + dw);
-                }
-            }
-        }
-    }
-    // Row transform of dY rows 0 and 1 into d[4..12]: q[4a + j].
-    for ya in 0..2 {
-        let Ok([e, o, q0, q1, q2, q3]) =
-            d.get_disjoint_mut([2 * ya, 2 * ya + 1, 4 + 4 * ya, 5 + 4 * ya, 6 + 4 * ya, 7 + 4 * ya])
-        else {
-            unreachable!()
-        };
-        for i in 0..len {
-            let (y0, y1) = (e[i], o[i]);
-            q0[i] = y0;
-            q1[i] = y0 + y1;
-            q2[i] = y0 - y1;
-            q3[i] = -y1;
-        }
-    }
-    for j in 0..4 {
-        let (q0, q1) = (&d[4 + j], &d[8 + j]);
-        let Ok([d0, d1, d2, d3]) = dm.get_disjoint_mut([j, 4 + j, 8 + j, 12 + j]) else {
-            unreachable!()
-        };
-        for i in 0..len {
-            d0[i] = q0[i];
-            d1[i] = q0[i] + q1[i];
-            d2[i] = q0[i] - q1[i];
-            d3[i] = -q1[i];
-        }
+        // Tile i's pixel (a, b) is dY[py + dh (2 ty + a)][c0 + dw (2i + b)].
+        let c0 = s.px + 2 * src.dw * s.tx0;
+        let y = |r: usize| s.py + src.dh * (2 * s.ty + r);
+        let p = [
+            padded_run(plane, src, y(0), c0, 2 * s.len, p0),
+            padded_run(plane, src, y(1), c0, 2 * s.len, p1),
+        ];
+        output_grad_tiles(p, dm, s.t - a, s.len);
     }
 }
 

@@ -413,3 +413,86 @@ unsafe fn even8(s: *const f32, d: *mut f32) {
         _mm256_storeu_ps(d, e);
     }
 }
+
+/// `dM = A dY A^T` for `n` consecutive tiles of one tile row into
+/// `dm[e][i0 .. i0 + n]`, from the two `dY` rows `p[a]` of the tiles (tile
+/// `i` reads `p[a][2i]` and `p[a][2i + 1]`, `p[a].len() >= 2n`). With
+/// `y0 = p[a][2i]`, `y1 = p[a][2i + 1]`, the row transform is
+/// `q[a] = (y0, y0 + y1, y0 - y1, -y1)` and the column transform
+/// `dm[j] = q[0][j]`, `dm[4 + j] = q[0][j] + q[1][j]`,
+/// `dm[8 + j] = q[0][j] - q[1][j]`, `dm[12 + j] = -q[1][j]` (negation flips
+/// the sign bit, in SIMD too).
+#[inline(always)]
+pub(crate) fn output_grad_tiles<T: Element>(p: [&[T]; 2], dm: &mut Rows<T>, i0: usize, n: usize) {
+    assert!(i0 + n <= SEG && p.iter().all(|r| r.len() >= 2 * n));
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && avx2_f32::<T>() {
+        let p = p.map(super::f32s);
+        let dm: &mut [[f32; SEG]; NE] = super::f32s_mut(dm.as_flattened_mut())
+            .as_chunks_mut()
+            .0
+            .try_into()
+            .unwrap();
+        // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents
+        // are checked above.
+        unsafe { output_grad_tiles_avx2(p, dm, i0, n) };
+        return;
+    }
+    for i in 0..n {
+        let q: [[T; 4]; 2] = std::array::from_fn(|a| {
+            let (y0, y1) = (p[a][2 * i], p[a][2 * i + 1]);
+            [y0, y0 + y1, y0 - y1, -y1]
+        });
+        for j in 0..4 {
+            dm[j][i0 + i] = q[0][j];
+            dm[4 + j][i0 + i] = q[0][j] + q[1][j];
+            dm[8 + j][i0 + i] = q[0][j] - q[1][j];
+            dm[12 + j][i0 + i] = -q[1][j];
+        }
+    }
+}
+
+/// [`output_grad_tiles`] for `n >= 8` tiles, eight at a time; a last
+/// partial group is done as the eight tiles ending at `n`.
+///
+/// # Safety
+/// AVX2 must be available; `n >= 8`, `i0 + n <= SEG`, each `p[a].len() >=
+/// 2n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn output_grad_tiles_avx2(p: [&[f32]; 2], dm: &mut [[f32; SEG]; NE], i0: usize, n: usize) {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut i = 0;
+    loop {
+        // SAFETY: `i + 8 <= n`: the loads read p[a][2i .. 2i + 16], inside
+        // each row (`2(i + 8) <= 2n`).
+        let q = |a: usize| {
+            let (y0, y1) = unsafe {
+                let s = p[a].as_ptr().add(2 * i);
+                split(_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)))
+            };
+            [
+                y0,
+                _mm256_add_ps(y0, y1),
+                _mm256_sub_ps(y0, y1),
+                _mm256_xor_ps(y1, sign),
+            ]
+        };
+        let (q0, q1) = (q(0), q(1));
+        let at = i0 + i;
+        for j in 0..4 {
+            // SAFETY: lanes at .. at + 8 lie in each SEG-long row of `dm`
+            // (`at + 8 <= i0 + n <= SEG`).
+            unsafe {
+                _mm256_storeu_ps(dm[j].as_mut_ptr().add(at), q0[j]);
+                _mm256_storeu_ps(dm[4 + j].as_mut_ptr().add(at), _mm256_add_ps(q0[j], q1[j]));
+                _mm256_storeu_ps(dm[8 + j].as_mut_ptr().add(at), _mm256_sub_ps(q0[j], q1[j]));
+                _mm256_storeu_ps(dm[12 + j].as_mut_ptr().add(at), _mm256_xor_ps(q1[j], sign));
+            }
+        }
+        if i + 8 == n {
+            return;
+        }
+        i = (i + 8).min(n - 8);
+    }
+}
