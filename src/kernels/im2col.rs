@@ -170,7 +170,11 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
 /// panels: lenet_c2 (20 channels, 8-pixel rows) 23.2 M against 5.7 M,
 /// infer_b1_3x3 (256, 14-pixel rows) 4.2 M against 3.4 M, resnet_3x3_14's
 /// GEMM path 31.0 M against 26.8 M, but lenet_c1 (1 channel) 4.6 M
-/// against 7.5 M. No suite row lies between 1 and 20 channels.
+/// against 7.5 M. No suite row lies between 1 and 20 channels. The same
+/// count (channels per group) picks [`col2im_rows`] for the stride-1
+/// scatter-add: lenet_c2's input gradient 23.3 M -> 16.3 M instructions in
+/// col2im (34.8 -> 39.2 GFLOP/s, 1T medians of 5 alternating), infer_b1's
+/// 3.5 M -> 2.3 M.
 const S1_MIN_CHANNELS: usize = 4;
 
 /// Builds the same column tile as [`im2col_tile`] (f32) in the packed-`B`
@@ -219,6 +223,68 @@ fn zero_outside<T: Element>(dst: &mut [T], a: usize, b: usize) {
     }
 }
 
+/// `dst[i] += src[i]` for each `i`, fixed-size blocks where the length is
+/// 8 or 16 (the rows of LeNet-sized feature maps).
+#[inline(always)]
+fn add_run<T: Element>(dst: &mut [T], src: &[T]) {
+    #[inline(always)]
+    fn add<T: Element, const N: usize>(d: &mut [T], s: &[T]) {
+        let d: &mut [T; N] = d.try_into().unwrap();
+        let s: &[T; N] = s.try_into().unwrap();
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d += s;
+        }
+    }
+    match dst.len() {
+        8 => add::<T, 8>(dst, src),
+        16 => add::<T, 16>(dst, src),
+        _ => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+    }
+}
+
+/// [`col2im_tile`] for stride 1 and at least [`S1_MIN_CHANNELS`] channels
+/// per group:
+/// output-row segment by segment, then tap by tap, the tap's valid rows and
+/// columns computed once for all channels, then each channel's run added
+/// (the walk of [`for_each_segment`] redoes that bookkeeping per channel,
+/// which dominates on short rows). Each `dX` element gets its terms in the
+/// order (segment, ky, kx): fixed by the tile, whatever the thread count.
+#[inline(always)]
+fn col2im_rows<T: Element>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) {
+    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let (dh, dw) = geom.dilation();
+    let (pad_top, _, pad_left, _) = geom.padding();
+    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    let mut q = 0;
+    while q < tl {
+        let (oy, ox0) = ((p0 + q) / ow, (p0 + q) % ow);
+        let len = (ow - ox0).min(tl - q);
+        for ky in 0..kh {
+            let iy = (oy + ky * dh) as isize - pad_top as isize;
+            if iy < 0 || iy as usize >= h {
+                continue;
+            }
+            for kx in 0..kw {
+                let xoff = (kx * dw) as isize - pad_left as isize;
+                let (a, b) = valid_range(ox0, ox0 + len, 1, xoff, w);
+                if a >= b {
+                    continue;
+                }
+                let at = iy as usize * w + (a as isize + xoff) as usize;
+                let from = (ky * kw + kx) * tl + q + a - ox0;
+                for ci in 0..nch {
+                    add_run(&mut dx[ci * hw + at..][..b - a], &col[ci * khkw * tl + from..][..b - a]);
+                }
+            }
+        }
+        q += len;
+    }
+}
+
 /// The body of [`col2im_tile`].
 #[inline(always)]
 fn col2im_tile_impl<T: Element>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) {
@@ -227,7 +293,12 @@ fn col2im_tile_impl<T: Element>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0
     let tl = p1 - p0;
     debug_assert_eq!(dx.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
-    if sw == 1 {
+    // Chosen from the geometry (channels per group), not from `nch`: the
+    // two walks add each element's terms in different orders, and the
+    // channel blocks may follow the thread count.
+    if geom.stride() == (1, 1) && geom.cig() >= S1_MIN_CHANNELS {
+        col2im_rows(geom, col, nch, p0, p1, dx);
+    } else if sw == 1 {
         for_each_segment(
             geom,
             nch,
