@@ -31,11 +31,7 @@ pub(crate) fn input_tiles<T: Element>(p: [&[T]; 4], v: &mut Rows<T>, i0: usize, 
     #[cfg(target_arch = "x86_64")]
     if n >= 8 && avx2_f32::<T>() {
         let p = p.map(super::f32s);
-        let v: &mut [[f32; SEG]; NE] = super::f32s_mut(v.as_flattened_mut())
-            .as_chunks_mut()
-            .0
-            .try_into()
-            .unwrap();
+        let v = rows_f32_mut(v);
         // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents are
         // checked above.
         unsafe { input_tiles_avx2(p, v, i0, n) };
@@ -282,6 +278,16 @@ pub(crate) unsafe fn store_channels<T: Element>(
 
 /// `rows` as f32 (`T` is f32: checked by the caller).
 #[cfg(target_arch = "x86_64")]
+fn rows_f32_mut<T: Element>(rows: &mut Rows<T>) -> &mut [[f32; SEG]; NE] {
+    super::f32s_mut(rows.as_flattened_mut())
+        .as_chunks_mut()
+        .0
+        .try_into()
+        .unwrap()
+}
+
+/// `rows` as f32 (`T` is f32: checked by the caller).
+#[cfg(target_arch = "x86_64")]
 fn rows_f32<T: Element>(rows: &[Rows<T>; 8]) -> &[[[f32; SEG]; NE]; 8] {
     let flat = super::f32s(rows.as_flattened().as_flattened());
     let (chunks, _) = flat.as_chunks::<SEG>();
@@ -428,11 +434,7 @@ pub(crate) fn output_grad_tiles<T: Element>(p: [&[T]; 2], dm: &mut Rows<T>, i0: 
     #[cfg(target_arch = "x86_64")]
     if n >= 8 && avx2_f32::<T>() {
         let p = p.map(super::f32s);
-        let dm: &mut [[f32; SEG]; NE] = super::f32s_mut(dm.as_flattened_mut())
-            .as_chunks_mut()
-            .0
-            .try_into()
-            .unwrap();
+        let dm = rows_f32_mut(dm);
         // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents
         // are checked above.
         unsafe { output_grad_tiles_avx2(p, dm, i0, n) };
