@@ -118,8 +118,11 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
     let tl = p1 - p0;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
-    // Two monomorphic walks, so each closure stays small enough to inline.
-    if sw == 1 {
+    // The values are only moved, so the choice of walk changes no bit.
+    if geom.stride() == (1, 1) && nch >= S1_MIN_CHANNELS {
+        im2col_rows(geom, x, nch, p0, p1, col);
+    } else if sw == 1 {
+        // Two monomorphic walks, so each closure stays small enough to inline.
         // Inlined into the dispatched caller, so the copies get its
         // instruction set (lenet_c2 forward: 29.4 M -> 20.0 M instructions
         // in im2col). The strided walks below stay out of line: inlined,
@@ -174,7 +177,8 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
 /// count (channels per group) picks [`col2im_rows`] for the stride-1
 /// scatter-add: lenet_c2's input gradient 23.3 M -> 16.3 M instructions in
 /// col2im (34.8 -> 39.2 GFLOP/s, 1T medians of 5 alternating), infer_b1's
-/// 3.5 M -> 2.3 M.
+/// 3.5 M -> 2.3 M; and [`im2col_rows`] for row-major tiles (lenet_c2's
+/// weight gradient on the im2col path: 16.9 M -> 5.7 M).
 const S1_MIN_CHANNELS: usize = 4;
 
 /// Builds the same column tile as [`im2col_tile`] (f32) in the packed-`B`
@@ -220,6 +224,57 @@ fn zero_outside<T: Element>(dst: &mut [T], a: usize, b: usize) {
     }
     if b < dst.len() {
         dst[b.max(a)..].fill(T::ZERO);
+    }
+}
+
+/// [`im2col_tile`] for stride 1 and at least [`S1_MIN_CHANNELS`] channels:
+/// output-row segment by segment, then tap by tap (its valid rows and
+/// columns computed once for all channels), then each channel's run copied,
+/// the padding zeroed: the row-major twin of [`im2col_panels_s1`], as
+/// [`col2im_rows`] is of the scatter-add.
+#[inline(always)]
+fn im2col_rows<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
+    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let (dh, dw) = geom.dilation();
+    let (pad_top, _, pad_left, _) = geom.padding();
+    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    let mut q = 0;
+    while q < tl {
+        let (oy, ox0) = ((p0 + q) / ow, (p0 + q) % ow);
+        let len = (ow - ox0).min(tl - q);
+        for ky in 0..kh {
+            let iy = (oy + ky * dh) as isize - pad_top as isize;
+            let row_in = iy >= 0 && (iy as usize) < h;
+            for kx in 0..kw {
+                let xoff = (kx * dw) as isize - pad_left as isize;
+                let (a, b) = if row_in {
+                    let (a, b) = valid_range(ox0, ox0 + len, 1, xoff, w);
+                    (a - ox0, b - ox0)
+                } else {
+                    (0, 0)
+                };
+                let src = if b > a {
+                    iy as usize * w + ((ox0 + a) as isize + xoff) as usize
+                } else {
+                    0
+                };
+                let at = (ky * kw + kx) * tl + q;
+                match (a, b, len) {
+                    (0, 16, 16) => copy_channels::<T, 16>(x, src, hw, col, at, khkw * tl, nch),
+                    (0, 8, 8) => copy_channels::<T, 8>(x, src, hw, col, at, khkw * tl, nch),
+                    _ => {
+                        for ci in 0..nch {
+                            let d = &mut col[ci * khkw * tl + at..][..len];
+                            zero_outside(d, a, b);
+                            if b > a {
+                                copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        q += len;
     }
 }
 
