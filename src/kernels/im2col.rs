@@ -227,55 +227,119 @@ fn zero_outside<T: Element>(dst: &mut [T], a: usize, b: usize) {
     }
 }
 
-/// [`im2col_tile`] for stride 1 and at least [`S1_MIN_CHANNELS`] channels:
-/// output-row segment by segment, then tap by tap (its valid rows and
-/// columns computed once for all channels), then each channel's run copied,
-/// the padding zeroed: the row-major twin of [`im2col_panels_s1`], as
-/// [`col2im_rows`] is of the scatter-add.
+/// Walks a stride-1 tile of pixels `p0..p1` piece by piece, then tap by
+/// tap, for the channel-shared walks ([`im2col_rows`],
+/// [`im2col_panels_s1`], [`col2im_rows`]). The pieces are the output-row
+/// segments of the tile, cut where the tile column is a multiple of `cut`
+/// (the panel width, or `usize::MAX` for no cut). Calls
+/// `f(q, take, r, a, b, src)` for each piece (tile columns `q .. q + take`)
+/// and tap `r = ky * kw + kx`: the piece's elements `a..b` read the input
+/// plane from offset `src` on (consecutive columns), the rest is padding
+/// (`a == b == 0` when all of it is, and then `src` is 0). The bookkeeping
+/// is done once per piece and tap, and shared by every channel in `f`.
 #[inline(always)]
-fn im2col_rows<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
+fn for_each_tap_piece(
+    geom: &Conv2dGeometry,
+    p0: usize,
+    p1: usize,
+    cut: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
     let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
     let (dh, dw) = geom.dilation();
     let (pad_top, _, pad_left, _) = geom.padding();
-    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    let tl = p1 - p0;
     let mut q = 0;
     while q < tl {
+        // Output row `oy`, columns `ox0 .. ox0 + len`: tile columns
+        // `q .. q + len`.
         let (oy, ox0) = ((p0 + q) / ow, (p0 + q) % ow);
         let len = (ow - ox0).min(tl - q);
-        for ky in 0..kh {
-            let iy = (oy + ky * dh) as isize - pad_top as isize;
-            let row_in = iy >= 0 && (iy as usize) < h;
-            for kx in 0..kw {
-                let xoff = (kx * dw) as isize - pad_left as isize;
-                let (a, b) = if row_in {
-                    let (a, b) = valid_range(ox0, ox0 + len, 1, xoff, w);
-                    (a - ox0, b - ox0)
-                } else {
-                    (0, 0)
-                };
-                let src = if b > a {
-                    iy as usize * w + ((ox0 + a) as isize + xoff) as usize
-                } else {
-                    0
-                };
-                let at = (ky * kw + kx) * tl + q;
-                match (a, b, len) {
-                    (0, 16, 16) => copy_channels::<T, 16>(x, src, hw, col, at, khkw * tl, nch),
-                    (0, 8, 8) => copy_channels::<T, 8>(x, src, hw, col, at, khkw * tl, nch),
-                    _ => {
-                        for ci in 0..nch {
-                            let d = &mut col[ci * khkw * tl + at..][..len];
-                            zero_outside(d, a, b);
-                            if b > a {
-                                copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
-                            }
-                        }
-                    }
+        let mut s = 0;
+        while s < len {
+            let (qq, ox) = (q + s, ox0 + s);
+            let take = (cut - qq % cut).min(len - s);
+            for ky in 0..kh {
+                let iy = (oy + ky * dh) as isize - pad_top as isize;
+                let row_in = iy >= 0 && (iy as usize) < h;
+                for kx in 0..kw {
+                    // The piece reads input columns ox + j + xoff; those
+                    // with j in a..b lie in the row.
+                    let xoff = (kx * dw) as isize - pad_left as isize;
+                    let (a, b) = if row_in {
+                        let (a, b) = valid_range(ox, ox + take, 1, xoff, w);
+                        (a - ox, b - ox)
+                    } else {
+                        (0, 0)
+                    };
+                    let src = if b > a {
+                        iy as usize * w + ((ox + a) as isize + xoff) as usize
+                    } else {
+                        0
+                    };
+                    f(qq, take, ky * kw + kx, a, b, src);
                 }
             }
+            s += take;
         }
         q += len;
     }
+}
+
+/// Copies one piece of `take` elements for every channel `ci < nch`:
+/// `dst[at + ci * dstep ..][..take]` gets `x[src + ci * hw ..][..b - a]` at
+/// `a..b` and zeros elsewhere ([`for_each_tap_piece`]'s arguments). Whole
+/// pieces of 16 or 8 take one fixed-size copy per channel.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn copy_piece<T: Element>(
+    x: &[T],
+    src: usize,
+    hw: usize,
+    dst: &mut [T],
+    at: usize,
+    dstep: usize,
+    nch: usize,
+    (a, b, take): (usize, usize, usize),
+) {
+    match (a, b, take) {
+        (0, 16, 16) => copy_channels::<T, 16>(x, src, hw, dst, at, dstep, nch),
+        (0, 8, 8) => copy_channels::<T, 8>(x, src, hw, dst, at, dstep, nch),
+        (0, b, take) if b == take => {
+            for ci in 0..nch {
+                copy_run(&mut dst[at + ci * dstep..][..take], &x[ci * hw + src..][..take]);
+            }
+        }
+        _ => {
+            for ci in 0..nch {
+                let d = &mut dst[at + ci * dstep..][..take];
+                zero_outside(d, a, b);
+                if b > a {
+                    copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_tile`] for stride 1 and at least [`S1_MIN_CHANNELS`] channels:
+/// output-row segment by segment, then tap by tap (its valid rows and
+/// columns computed once for all channels, [`for_each_tap_piece`]), then
+/// each channel's run copied, the padding zeroed: the row-major twin of
+/// [`im2col_panels_s1`], as [`col2im_rows`] is of the scatter-add.
+#[inline(always)]
+fn im2col_rows<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
+    let (hw, khkw, tl) = (geom.h() * geom.w(), geom.kh() * geom.kw(), p1 - p0);
+    for_each_tap_piece(
+        geom,
+        p0,
+        p1,
+        usize::MAX,
+        #[inline(always)]
+        |q, take, r, a, b, src| {
+            copy_piece(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
+        },
+    );
 }
 
 /// `dst[i] += src[i]` for each `i`, fixed-size blocks where the length is
@@ -304,40 +368,32 @@ fn add_run<T: Element>(dst: &mut [T], src: &[T]) {
 /// [`col2im_tile`] for stride 1 and at least [`S1_MIN_CHANNELS`] channels
 /// per group:
 /// output-row segment by segment, then tap by tap, the tap's valid rows and
-/// columns computed once for all channels, then each channel's run added
+/// columns computed once for all channels ([`for_each_tap_piece`]), then
+/// each channel's run added
 /// (the walk of [`for_each_segment`] redoes that bookkeeping per channel,
 /// which dominates on short rows). Each `dX` element gets its terms in the
 /// order (segment, ky, kx): fixed by the tile, whatever the thread count.
 #[inline(always)]
 fn col2im_rows<T: Element>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) {
-    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
-    let (dh, dw) = geom.dilation();
-    let (pad_top, _, pad_left, _) = geom.padding();
-    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
-    let mut q = 0;
-    while q < tl {
-        let (oy, ox0) = ((p0 + q) / ow, (p0 + q) % ow);
-        let len = (ow - ox0).min(tl - q);
-        for ky in 0..kh {
-            let iy = (oy + ky * dh) as isize - pad_top as isize;
-            if iy < 0 || iy as usize >= h {
-                continue;
-            }
-            for kx in 0..kw {
-                let xoff = (kx * dw) as isize - pad_left as isize;
-                let (a, b) = valid_range(ox0, ox0 + len, 1, xoff, w);
-                if a >= b {
-                    continue;
-                }
-                let at = iy as usize * w + (a as isize + xoff) as usize;
-                let from = (ky * kw + kx) * tl + q + a - ox0;
+    let (hw, khkw, tl) = (geom.h() * geom.w(), geom.kh() * geom.kw(), p1 - p0);
+    for_each_tap_piece(
+        geom,
+        p0,
+        p1,
+        usize::MAX,
+        #[inline(always)]
+        |q, _, r, a, b, src| {
+            if b > a {
+                let from = r * tl + q + a;
                 for ci in 0..nch {
-                    add_run(&mut dx[ci * hw + at..][..b - a], &col[ci * khkw * tl + from..][..b - a]);
+                    add_run(
+                        &mut dx[ci * hw + src..][..b - a],
+                        &col[ci * khkw * tl + from..][..b - a],
+                    );
                 }
             }
-        }
-        q += len;
-    }
+        },
+    );
 }
 
 /// The body of [`col2im_tile`].
@@ -431,67 +487,21 @@ fn copy_channels<T: Copy, const N: usize>(
 /// The body of [`im2col_panels_s1`].
 #[inline(always)]
 fn im2col_panels_s1_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, dst: &mut [T]) {
-    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
-    let (dh, dw) = geom.dilation();
-    let (pad_top, _, pad_left, _) = geom.padding();
-    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    let (hw, khkw) = (geom.h() * geom.w(), geom.kh() * geom.kw());
     let pstride = nch * khkw * NR;
-    let mut q = 0;
-    while q < tl {
-        // Output row `oy`, columns `ox0 .. ox0 + len`: tile columns
-        // `q .. q + len`, cut into pieces at the panel boundaries.
-        let (oy, ox0) = ((p0 + q) / ow, (p0 + q) % ow);
-        let len = (ow - ox0).min(tl - q);
-        let mut s = 0;
-        while s < len {
-            let (qq, ox) = (q + s, ox0 + s);
-            let take = (NR - qq % NR).min(len - s);
-            let base = qq / NR * pstride + qq % NR;
-            for ky in 0..kh {
-                let iy = (oy + ky * dh) as isize - pad_top as isize;
-                let row_in = iy >= 0 && (iy as usize) < h;
-                for kx in 0..kw {
-                    // The piece reads input columns ox + j + xoff; those
-                    // with j in a..b lie in the row.
-                    let xoff = (kx * dw) as isize - pad_left as isize;
-                    let (a, b) = if row_in {
-                        let (a, b) = valid_range(ox, ox + take, 1, xoff, w);
-                        (a - ox, b - ox)
-                    } else {
-                        (0, 0)
-                    };
-                    let src = if b > a {
-                        iy as usize * w + ((ox + a) as isize + xoff) as usize
-                    } else {
-                        0
-                    };
-                    let at = base + (ky * kw + kx) * NR;
-                    match (a, b, take) {
-                        // Whole pieces of a panel row or half of one: one
-                        // fixed-size copy per channel.
-                        (0, NR, NR) => copy_channels::<T, NR>(x, src, hw, dst, at, khkw * NR, nch),
-                        (0, 8, 8) => copy_channels::<T, 8>(x, src, hw, dst, at, khkw * NR, nch),
-                        (0, b, take) if b == take => {
-                            for ci in 0..nch {
-                                copy_run(&mut dst[at + ci * khkw * NR..][..take], &x[ci * hw + src..][..take]);
-                            }
-                        }
-                        _ => {
-                            for ci in 0..nch {
-                                let d = &mut dst[at + ci * khkw * NR..][..take];
-                                zero_outside(d, a, b);
-                                if b > a {
-                                    copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            s += take;
-        }
-        q += len;
-    }
+    // Pieces cut at the panel boundaries: tile column q lies in panel
+    // q / NR at lane q % NR.
+    for_each_tap_piece(
+        geom,
+        p0,
+        p1,
+        NR,
+        #[inline(always)]
+        |q, take, r, a, b, src| {
+            let at = q / NR * pstride + q % NR + r * NR;
+            copy_piece(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
+        },
+    );
 }
 
 super::isa::dispatch!(
