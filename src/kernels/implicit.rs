@@ -16,9 +16,10 @@
 //! AVX-512). The columns with `ox >= ow` (the `wp - ow` padding columns of
 //! each row) are computed and dropped: 2 of 58 on a 56x56 layer.
 //!
-//! The reduction runs in chunks of [`IMPLICIT_KC`] taps, the 6-pixel block's
-//! sums kept in a small buffer between chunks; then each pixel's output
-//! channels are placed into `Y`. Each output element is `bias + sum over r
+//! The reduction runs in chunks of [`IMPLICIT_KC`] taps over groups of
+//! [`IMPLICIT_QG`] 6-pixel blocks, the group's sums kept in a small buffer
+//! between chunks; then each pixel's output channels are placed into `Y`
+//! (8 x 8 blocks transposed in registers). Each output element is `bias + sum over r
 //! in order` of one fused multiply-add chain, whatever the band, so bands may
 //! follow the thread count. The stride-1 input gradient runs the same code
 //! on `dY` with the kernel flipped and transposed ([`Weights::Flipped`]).
@@ -51,6 +52,11 @@ pub(crate) const IMPLICIT_MAX_WEIGHT_BYTES: usize = 512 * 1024;
 /// chunk (one cache line each) stay in L1 while every weight panel passes;
 /// the 6 x 16 blocks are summed across chunks in `acc`.
 pub(crate) const IMPLICIT_KC: usize = 128;
+
+/// 6-pixel blocks the implicit forward runs on one weight chunk before the
+/// next: each chunk of a 16-channel weight panel (`IMPLICIT_KC` steps, 8 KiB)
+/// is read from L2 once per group instead of once per block.
+pub(crate) const IMPLICIT_QG: usize = 8;
 
 /// Least share `(num, den)` of the padded row width `wp` that must be output
 /// columns (`ow / wp`): the other `wp - ow` columns of every row are computed
@@ -120,7 +126,7 @@ fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
         chan_stride,
         slab_len,
         parts,
-        scratch_len: slab_len + NR + geom.cog().div_ceil(NR) * NR * MR,
+        scratch_len: slab_len + NR + geom.cog().div_ceil(NR) * NR * MR * IMPLICIT_QG,
         packed_len: geom.groups() * sgemm::packed_b_len(geom.k_len(), geom.cog()) + NR,
         index_len: geom.k_len(),
     }
@@ -294,7 +300,7 @@ pub(crate) fn forward(
             ow,
             ohw,
             bias: bias_g,
-            acc: &mut acc[..cog.div_ceil(NR) * NR * MR],
+            acc: &mut acc[..cog.div_ceil(NR) * NR * MR * IMPLICIT_QG],
         };
         // SAFETY: the plan chose this path only where AVX2 and FMA run; the
         // band's output block lies inside `y` (above) and the slab covers
@@ -341,7 +347,7 @@ struct Band<'a> {
     ow: usize,
     ohw: usize,
     bias: Option<&'a [f32]>,
-    /// The 6-pixel block's sums over the reduction chunks, `MR` rows of the
+    /// The pixel group's sums over the reduction chunks, `MR * IMPLICIT_QG` rows of the
     /// output channels rounded up to 16.
     acc: &'a mut [f32],
 }
@@ -363,8 +369,9 @@ impl Band<'_> {
         let ld = npanels * NR;
         let w = sgemm::panels_per_call();
         let nk = self.k.div_ceil(IMPLICIT_KC).max(1);
-        for qb in 0..self.q_len.div_ceil(MR) {
-            let q0 = qb * MR;
+        let nqb = self.q_len.div_ceil(MR);
+        for qg in (0..nqb).step_by(IMPLICIT_QG) {
+            let qbs = qg..nqb.min(qg + IMPLICIT_QG);
             for kc in 0..nk {
                 let (k0, k1) = (kc * self.k / nk, (kc + 1) * self.k / nk);
                 for jp in (0..npanels).step_by(w) {
@@ -378,44 +385,77 @@ impl Band<'_> {
                         (0, None) => Init::Zero,
                         _ => Init::Load,
                     };
-                    // SAFETY: the taps k0..k1 of pixels q0..q0+MR lie in the
-                    // slab (see the function's contract); weight panels jp
-                    // and jq hold k steps; C is columns jp*NR.. of the 6-row
-                    // block `acc`.
-                    unsafe {
-                        sgemm::micro(
-                            k1 - k0,
-                            Taps {
-                                base: self.slab.as_ptr().add(q0),
-                                offs: self.offs.as_ptr().add(k0),
-                            },
-                            self.a.as_ptr().add(jp * NR * self.k + k0 * NR),
-                            self.a.as_ptr().add(jq * NR * self.k + k0 * NR),
-                            init,
-                            self.acc.as_mut_ptr().add(jp * NR),
-                            ld,
-                            MR,
-                            nr,
-                        );
+                    // The group's pixel blocks one after another on the same
+                    // weight chunk, which stays in L1 between the calls.
+                    for qb in qbs.clone() {
+                        // SAFETY: the taps k0..k1 of pixels qb*MR..+MR lie in
+                        // the slab (see the function's contract); weight
+                        // panels jp and jq hold k steps; C is columns jp*NR..
+                        // of block qb - qg of `acc`.
+                        unsafe {
+                            sgemm::micro(
+                                k1 - k0,
+                                Taps {
+                                    base: self.slab.as_ptr().add(qb * MR),
+                                    offs: self.offs.as_ptr().add(k0),
+                                },
+                                self.a.as_ptr().add(jp * NR * self.k + k0 * NR),
+                                self.a.as_ptr().add(jq * NR * self.k + k0 * NR),
+                                init,
+                                self.acc.as_mut_ptr().add((qb - qg) * MR * ld + jp * NR),
+                                ld,
+                                MR,
+                                nr,
+                            );
+                        }
                     }
                 }
             }
-            // The block's pixels: (oy, ox) of q0, then stepped without division.
-            let (mut oy, mut ox) = (q0 / self.wp, q0 % self.wp);
-            for r in 0..MR.min(self.q_len - q0) {
-                if ox < self.ow {
-                    let dst = oy * self.ow + ox;
-                    // acc[r * ld + co]: pixel q0 + r, output channel co.
-                    for (co, &v) in self.acc[r * ld..r * ld + self.cog].iter().enumerate() {
-                        // SAFETY: output row oy < band rows, column ox < ow,
-                        // channel co < cog: inside the band's block.
-                        unsafe { *y.add(co * self.ohw + dst) = v };
-                    }
+            // The group's pixels, one output-row run at a time.
+            let (q0, q1) = (qg * MR, (qbs.end * MR).min(self.q_len));
+            let mut q = q0;
+            while q < q1 {
+                let (oy, ox) = (q / self.wp, q % self.wp);
+                let len = if ox < self.ow { (self.ow - ox).min(q1 - q) } else { 0 };
+                // SAFETY: pixels q..q+len are output row oy < band rows,
+                // columns ox..ox+len <= ow: inside the band's block, and
+                // their sums are rows q-q0.. of `acc`.
+                unsafe { self.store_run(y.add(oy * self.ow + ox), q - q0, len, ld) };
+                q = (oy + 1) * self.wp;
+            }
+        }
+    }
+
+    /// Stores the sums of `len` consecutive output pixels, rows `r0..r0 + len`
+    /// of `acc` (pixel-major, row length `ld`), to `y` (channel `co` of pixel
+    /// `i` at `y + co * ohw + i`): 8 x 8 blocks transposed in registers, the
+    /// rest one by one.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `y` must address `cog` rows (`ohw` apart) of
+    /// `len` writable elements; `r0 + len` rows of `acc` must exist.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_run(&self, y: *mut f32, r0: usize, len: usize, ld: usize) {
+        use std::arch::x86_64::*;
+        let acc = &self.acc[r0 * ld..(r0 + len) * ld];
+        let (full_i, full_c) = (len / 8 * 8, self.cog / 8 * 8);
+        for i0 in (0..full_i).step_by(8) {
+            for c0 in (0..full_c).step_by(8) {
+                // SAFETY: rows i0..i0+8 < len of `acc`, columns c0..c0+8 <= cog <= ld.
+                let rows: [__m256; 8] =
+                    std::array::from_fn(|i| unsafe { _mm256_loadu_ps(acc.as_ptr().add((i0 + i) * ld + c0)) });
+                for (j, v) in super::winograd_simd::transpose8(rows).into_iter().enumerate() {
+                    // SAFETY: channel c0 + j < cog, pixels i0..i0+8 <= len (the contract).
+                    unsafe { _mm256_storeu_ps(y.add((c0 + j) * self.ohw + i0), v) };
                 }
-                ox += 1;
-                if ox == self.wp {
-                    (oy, ox) = (oy + 1, 0);
-                }
+            }
+        }
+        for i in 0..len {
+            let from = if i < full_i { full_c } else { 0 };
+            for co in from..self.cog {
+                // SAFETY: channel co < cog, pixel i < len (the contract).
+                unsafe { *y.add(co * self.ohw + i) = acc[i * ld + co] };
             }
         }
     }

@@ -135,6 +135,9 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
             .groups(2),
         s(1, 4, 3, 4, 33, 2, 2).padding(Padding::same()),
         s(2, 16, 20, 37, 48, 1, 3).padding(Padding::explicit(0, 0, 1, 1)),
+        // Output channels off the 8 x 8 store blocks in both implicit passes
+        // (forward 34, input gradient 35) on rows of 19 pixels.
+        s(1, 35, 5, 19, 34, 3, 3).padding(Padding::same()),
         // Depthwise rows wide enough for the 32-pixel register blocks (and the
         // shifted last block), channel multiplier 2, dilation with asymmetric
         // padding, and padding wider than the kernel (no flipped form).
