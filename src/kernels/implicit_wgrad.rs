@@ -171,15 +171,13 @@ pub(crate) fn weight_grad(
                 // past cog.
                 for jp in 0..npanels {
                     let panel = &mut dyt[jp * p.q_max * NR..(jp * p.q_max + q_len) * NR];
-                    panel.fill(0.0);
-                    for j in 0..NR.min(cog - jp * NR) {
-                        let plane = &dyg[(jp * NR + j) * ohw..(jp * NR + j + 1) * ohw];
-                        for oy in oy0..oy1 {
-                            let q = (oy - oy0) * wp;
-                            for (ox, &v) in plane[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                                panel[(q + ox) * NR + j] = v;
-                            }
-                        }
+                    let nch = NR.min(cog - jp * NR);
+                    for oy in oy0..oy1 {
+                        let q = (oy - oy0) * wp;
+                        let src = &dyg[jp * NR * ohw + oy * ow..];
+                        // SAFETY: the plan chose this path only where AVX2 runs.
+                        unsafe { sgemm::pack_panel_transposed(src, ohw, nch, ow, &mut panel[q * NR..]) };
+                        panel[(q + ow) * NR..(q + wp) * NR].fill(0.0);
                     }
                 }
                 let base = ci0 * b.chan_stride;

@@ -265,18 +265,9 @@ fn weight_grad_packed(
                 // dY^T panels of the tile: dyt[(jp * tl_max + q) * NR + j] = dY[jp*16 + j][p0 + q].
                 for jp in 0..npanels {
                     let panel = &mut dyt[jp * tl_max * NR..(jp * tl_max + tl) * NR];
-                    for j in 0..NR {
-                        let co = jp * NR + j;
-                        if co < cog {
-                            for (q, &v) in dyg[co * ohw + p0..co * ohw + p1].iter().enumerate() {
-                                panel[q * NR + j] = v;
-                            }
-                        } else {
-                            for q in 0..tl {
-                                panel[q * NR + j] = 0.0;
-                            }
-                        }
-                    }
+                    let nch = NR.min(cog - jp * NR);
+                    // SAFETY: the plan chose this path only where AVX2 runs.
+                    unsafe { sgemm::pack_panel_transposed(&dyg[jp * NR * ohw + p0..], ohw, nch, tl, panel) };
                 }
                 let (rows_ptr, rs) = if pointwise {
                     (xb[p0..].as_ptr(), hw)
