@@ -11,8 +11,8 @@
 //! over the naive reference (timed once per cell on big rows), and the ratio to
 //! matrixmultiply's sgemm GFLOP/s on the GEMM shape the pass lowers to
 //! (one image and group). The passes at each thread count and the sgemm are
-//! timed round-robin in turns of a few back-to-back calls (the first of each
-//! turn untimed, so every pool is timed awake, as in a training loop and in
+//! timed round-robin in turns of a few back-to-back calls (the first two of
+//! each turn untimed, so every pool is timed awake, as in a training loop and in
 //! PyTorch's timing loop), so all see the same machine state. sgemm runs single-threaded, so the ratio is
 //! given at 1 thread and the last column shows the thread scaling instead. It also
 //! reports the peak extra heap of one forward call per row (a counting global
@@ -65,15 +65,22 @@ fn median(mut f: impl FnMut(), min_runs: usize, budget: f64) -> f64 {
     ts[ts.len() / 2]
 }
 
-/// Calls of one closure per turn of [`round_robin_medians`]: the first is
-/// not timed. Each thread pool sleeps while the others run, and a first call
-/// that wakes it measured up to 2x slower than back-to-back calls on 2
-/// threads (cifar_3x3 forward 46 against 98 GFLOP/s): a training loop, like
-/// PyTorch's timing loop, calls into a pool that is already awake.
-const CALLS_PER_TURN: usize = 3;
+/// Calls of one closure per turn of [`round_robin_medians`], of which the
+/// first [`UNTIMED_PER_TURN`] are not timed. Rayon's idle workers sleep soon
+/// after a call, and on this VM a pool whose workers (and vCPU) must be woken
+/// measured up to 2x slower on 2 threads than back-to-back calls, while the
+/// pool of the previous turn still spun (cifar_3x3 forward 46 against 98
+/// GFLOP/s, infer_b1_3x3 68 against 82 with one untimed call per turn). A
+/// training loop, like PyTorch's timing loop, calls into a pool that is
+/// already awake. Sleeping between turns instead made it worse (2 threads
+/// no faster than 1).
+const CALLS_PER_TURN: usize = 5;
 
-/// Medians of several timed closures run round-robin in turns (f0 x3, f1 x3,
-/// f2 x3, f0 x3, ...; see [`CALLS_PER_TURN`]), so that a slow phase of a
+/// Calls at the start of each turn that are not timed.
+const UNTIMED_PER_TURN: usize = 2;
+
+/// Medians of several timed closures run round-robin in turns (f0 x5, f1 x5,
+/// f2 x5, f0 x5, ...; see [`CALLS_PER_TURN`]), so that a slow phase of a
 /// shared machine hits all alike: their ratios are what counts. At least 5
 /// turns, then until `budget` seconds or 200 turns.
 fn round_robin_medians(fs: &mut [&mut dyn FnMut()], budget: f64) -> Vec<f64> {
@@ -83,8 +90,10 @@ fn round_robin_medians(fs: &mut [&mut dyn FnMut()], budget: f64) -> Vec<f64> {
     let mut turns = 0;
     while turns < 5 || (start.elapsed().as_secs_f64() < budget && turns < 200) {
         for (f, t) in fs.iter_mut().zip(&mut ts) {
-            f();
-            for _ in 1..CALLS_PER_TURN {
+            for _ in 0..UNTIMED_PER_TURN {
+                f();
+            }
+            for _ in UNTIMED_PER_TURN..CALLS_PER_TURN {
                 let t0 = Instant::now();
                 f();
                 t.push(t0.elapsed().as_secs_f64());
