@@ -14,6 +14,9 @@ fn main() {
     let x = suite::data(g.input_len(), 1);
     let w = suite::data(g.weight_len(), 2);
     let dy = suite::data(g.output_len(), 3);
+    // BIAS=1 adds a bias to the forward pass (as bench_report does).
+    let b = suite::data(g.bias_len(), 4);
+    let bias = std::env::var_os("BIAS").map(|_| &b[..]);
     let mut y = vec![0f32; g.output_len()];
     let mut dx = vec![0f32; g.input_len()];
     let mut dw = vec![0f32; g.weight_len()];
@@ -25,7 +28,7 @@ fn main() {
         let t = std::time::Instant::now();
         for _ in 0..reps {
             match a[2].as_str() {
-                "forward" => conv2d_into(&g, &x, &w, None, &mut y, &mut ws).unwrap(),
+                "forward" => conv2d_into(&g, &x, &w, bias, &mut y, &mut ws).unwrap(),
                 "input_grad" => conv2d_input_grad_into(&g, &dy, &w, &mut dx, &mut ws).unwrap(),
                 _ => conv2d_weight_grad_into(&g, &x, &dy, &mut dw, &mut ws).unwrap(),
             }
