@@ -417,45 +417,16 @@ impl Band<'_> {
             while q < q1 {
                 let (oy, ox) = (q / self.wp, q % self.wp);
                 let len = if ox < self.ow { (self.ow - ox).min(q1 - q) } else { 0 };
-                // SAFETY: pixels q..q+len are output row oy < band rows,
-                // columns ox..ox+len <= ow: inside the band's block, and
-                // their sums are rows q-q0.. of `acc`.
-                unsafe { self.store_run(y.add(oy * self.ow + ox), q - q0, len, ld) };
-                q = (oy + 1) * self.wp;
-            }
-        }
-    }
-
-    /// Stores the sums of `len` consecutive output pixels, rows `r0..r0 + len`
-    /// of `acc` (pixel-major, row length `ld`), to `y` (channel `co` of pixel
-    /// `i` at `y + co * ohw + i`): 8 x 8 blocks transposed in registers, the
-    /// rest one by one.
-    ///
-    /// # Safety
-    /// AVX2 must be available; `y` must address `cog` rows (`ohw` apart) of
-    /// `len` writable elements; `r0 + len` rows of `acc` must exist.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn store_run(&self, y: *mut f32, r0: usize, len: usize, ld: usize) {
-        use std::arch::x86_64::*;
-        let acc = &self.acc[r0 * ld..(r0 + len) * ld];
-        let (full_i, full_c) = (len / 8 * 8, self.cog / 8 * 8);
-        for i0 in (0..full_i).step_by(8) {
-            for c0 in (0..full_c).step_by(8) {
-                // SAFETY: rows i0..i0+8 < len of `acc`, columns c0..c0+8 <= cog <= ld.
-                let rows: [__m256; 8] =
-                    std::array::from_fn(|i| unsafe { _mm256_loadu_ps(acc.as_ptr().add((i0 + i) * ld + c0)) });
-                for (j, v) in super::winograd_simd::transpose8(rows).into_iter().enumerate() {
-                    // SAFETY: channel c0 + j < cog, pixels i0..i0+8 <= len (the contract).
-                    unsafe { _mm256_storeu_ps(y.add((c0 + j) * self.ohw + i0), v) };
+                // SAFETY: AVX2 (this function's contract); pixels q..q+len
+                // are output row oy < band rows, columns ox..ox+len <= ow,
+                // channels < cog (`ohw` apart): inside the band's block,
+                // which no other task writes; their sums are rows q-q0.. of
+                // `acc` (pixel-major, row length ld >= cog).
+                unsafe {
+                    let sums = &self.acc[(q - q0) * ld..(q - q0 + len) * ld];
+                    sgemm::transpose_f32(sums, ld, len, self.cog, y.add(oy * self.ow + ox), self.ohw, false);
                 }
-            }
-        }
-        for i in 0..len {
-            let from = if i < full_i { full_c } else { 0 };
-            for co in from..self.cog {
-                // SAFETY: channel co < cog, pixel i < len (the contract).
-                unsafe { *y.add(co * self.ohw + i) = acc[i * ld + co] };
+                q = (oy + 1) * self.wp;
             }
         }
     }

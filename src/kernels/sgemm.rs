@@ -237,8 +237,9 @@ pub(crate) fn pack_b_transposed_groups(w: &[f32], groups: usize, n: usize, k: us
     });
 }
 
-/// Pixels ahead (4 cache lines) that [`pack_panel_transposed`] asks for in
-/// each of its up to 16 source rows: 16 concurrent streams (the stem's
+/// Elements ahead (4 cache lines) that [`transpose_f32`] asks for in each
+/// source row when packing `dY^T` panels ([`pack_panel_transposed`]), up to
+/// 16 rows: 16 concurrent streams (the stem's
 /// `dY`, 25 MiB, mostly from DRAM) are more than the hardware prefetcher
 /// follows. Weight gradient, 1 thread, medians of 7-9 alternating runs
 /// against the 8 x 8 transposes without it: resnet_stem_7x7s2 39.9 -> 44.6,
@@ -249,9 +250,8 @@ const PANEL_PREFETCH: usize = 64;
 /// One `B` panel from `nch <= NR` rows of `src` (row stride `rs`) read
 /// transposed: `dst[q * NR + j] = src[j * rs + q]` for `q < len`, zero for
 /// `j >= nch` (the weight gradients' `dY^T` panels: rows are output
-/// channels, steps are pixels). Blocks of 8 pixels x 8 channels go through a
-/// register transpose, so each pixel's channels are stored together; the
-/// rest one element at a time. Only `dst[..len * NR]` is written.
+/// channels, steps are pixels), through [`transpose_f32`] with its prefetch.
+/// Only `dst[..len * NR]` is written.
 ///
 /// # Safety
 /// AVX2 must be available.
@@ -259,33 +259,60 @@ const PANEL_PREFETCH: usize = 64;
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn pack_panel_transposed(src: &[f32], rs: usize, nch: usize, len: usize, dst: &mut [f32]) {
     assert!(nch <= NR && dst.len() >= len * NR);
-    assert!(nch == 0 || src.len() >= (nch - 1) * rs + len);
-    let (full_c, full_q) = (nch / 8 * 8, len / 8 * 8);
     if nch < NR {
         dst[..len * NR].fill(0.0);
     }
-    for q0 in (0..full_q).step_by(8) {
-        if q0 % 16 == 0 && q0 + PANEL_PREFETCH < len {
-            for j in 0..nch {
+    // SAFETY: AVX2 (the caller); dst holds len rows of NR >= nch elements.
+    unsafe { transpose_f32(src, rs, nch, len, dst.as_mut_ptr(), NR, true) };
+}
+
+/// `dst[c * ds + r] = src[r * ss + c]` for `r < rows`, `c < cols`: 8 x 8
+/// blocks through a register transpose (each of 8 loads and 8 stores moves
+/// 8 elements), the rest one element at a time. With `prefetch`, each source
+/// row is asked for [`PANEL_PREFETCH`] elements ahead (rows that stream from
+/// memory). The `dY^T` panels of the weight gradients and the implicit
+/// forward's pixel-major sums going into `Y` both go through here.
+///
+/// # Safety
+/// AVX2 must be available; `dst + c * ds + r` must be writable for every
+/// `r < rows`, `c < cols`, not alias `src`, and be written by no other thread.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn transpose_f32(
+    src: &[f32],
+    ss: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    ds: usize,
+    prefetch: bool,
+) {
+    assert!(rows == 0 || src.len() >= (rows - 1) * ss + cols);
+    let (full_r, full_c) = (rows / 8 * 8, cols / 8 * 8);
+    for c0 in (0..full_c).step_by(8) {
+        if prefetch && c0 % 16 == 0 && c0 + PANEL_PREFETCH < cols {
+            for r in 0..rows {
                 // SAFETY: a prefetch never faults and only reads; the address
-                // is inside `src` (pixel q0 + PANEL_PREFETCH < len of row j).
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(j * rs + q0 + PANEL_PREFETCH).cast()) };
+                // is inside `src` (column c0 + PANEL_PREFETCH < cols of row r).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(r * ss + c0 + PANEL_PREFETCH).cast()) };
             }
         }
-        for c0 in (0..full_c).step_by(8) {
-            // SAFETY: rows c0..c0 + 8 <= nch, pixels q0..q0 + 8 <= len (the asserts).
+        for r0 in (0..full_r).step_by(8) {
+            // SAFETY: rows r0..r0 + 8 <= rows, columns c0..c0 + 8 <= cols (the assert).
             let v: [__m256; 8] =
-                std::array::from_fn(|j| unsafe { _mm256_loadu_ps(src[(c0 + j) * rs + q0..][..8].as_ptr()) });
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src[(r0 + i) * ss + c0..][..8].as_ptr()) });
             for (l, t) in super::winograd_simd::transpose8(v).into_iter().enumerate() {
-                // SAFETY: pixel q0 + l < len, lanes c0..c0 + 8 <= NR (the asserts).
-                unsafe { _mm256_storeu_ps(dst[(q0 + l) * NR + c0..][..8].as_mut_ptr(), t) };
+                // SAFETY: column c0 + l < cols, rows r0..r0 + 8 <= rows: the
+                // caller's contract.
+                unsafe { _mm256_storeu_ps(dst.add((c0 + l) * ds + r0), t) };
             }
         }
     }
-    for j in 0..nch {
-        let row = &src[j * rs..][..len];
-        for q in if j < full_c { full_q } else { 0 }..len {
-            dst[q * NR + j] = row[q];
+    for r in 0..rows {
+        let row = &src[r * ss..][..cols];
+        for (c, &v) in row.iter().enumerate().skip(if r < full_r { full_c } else { 0 }) {
+            // SAFETY: r < rows, c < cols: the caller's contract.
+            unsafe { *dst.add(c * ds + r) = v };
         }
     }
 }
