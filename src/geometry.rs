@@ -31,9 +31,9 @@ use crate::error::ConvError;
 pub enum Algorithm {
     /// ferroconv picks per pass, shape and element type: Winograd
     /// F(2x2, 3x3) for f32 3x3 stride-1 layers (any dilation, one group,
-    /// padding at most 2 x dilation) with at least 64 tiles of 2x2 outputs and at least
-    /// 64 input and output channels (forward pass and input gradient) or 128
-    /// (weight gradient), where it measured faster than the GEMM paths
+    /// padding at most 2 x dilation) with at least 48 tiles of 2x2 outputs
+    /// (64 for the weight gradient) and at least 64 input and output channels
+    /// (128 for the weight gradient of a dilated layer), where it measured faster than the GEMM paths
     /// (`kernels/winograd.rs` has the numbers); the GEMM lowering everywhere
     /// else, and always for f64.
     #[default]

@@ -55,6 +55,8 @@ use rayon::prelude::*;
 use super::isa::avx2_f32;
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
+#[cfg(target_arch = "x86_64")]
+use super::winograd_simd::weight_block_avx2;
 use super::winograd_simd::{even_elements, input_tiles, output_grad_tiles, output_tiles, store_channels};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
@@ -97,12 +99,16 @@ fn wgrad_min_chunk(cin: usize, cout: usize) -> usize {
 pub(crate) const AUTO_MIN_CHANNELS: usize = 64;
 
 /// Fewest tiles (`n * ceil(oh/2) * ceil(ow/2)`) for which `Auto` picks
-/// Winograd: batch-1 14x14 (49 tiles, infer_b1_3x3) measured forward 43.0
-/// against 46.0 GFLOP/s but input gradient 41.5 against 33.7 (medians of 7
-/// alternating runs, 1 thread): 49 tiles leave the 16 GEMMs narrow (4
-/// panels for 49 columns) and the per-call weight transform (16 x 256 x 256)
-/// large beside them.
-pub(crate) const AUTO_MIN_TILES: usize = 64;
+/// Winograd. Batch-1 14x14 (49 tiles, infer_b1_3x3) first measured forward
+/// 43.0 against 46.0 GFLOP/s on the GEMM path, input gradient 41.5 against
+/// 33.7: its per-call weight transform (16 x 256 x 256) was then as long as
+/// the GEMMs, and its 7-tile runs took the scalar transforms. With the
+/// transform eight kernels per register and short runs on the AVX2
+/// transforms, medians of 7-9 alternating runs (GFLOP/s, Winograd against
+/// GEMM): 1 thread forward 67.1 / 60.4, input gradient 51.9 / 44.0; 2 threads
+/// 109.9 / 83.2 and 116.4 / 83.0. No suite row has fewer tiles; below 48 the
+/// crossover is not measured.
+pub(crate) const AUTO_MIN_TILES: usize = 48;
 
 /// Fewest input and output channels for which `Auto` runs the weight
 /// gradient of an undilated layer by Winograd. Since the chunk transforms
@@ -121,10 +127,16 @@ pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD: usize = 64;
 /// crossover.
 pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED: usize = 128;
 
+/// Fewest tiles for which `Auto` runs the weight gradient by Winograd: its
+/// tiles are the GEMMs' reduction, and batch-1 14x14 (49 tiles) measured
+/// 36.4 against 48.1 GFLOP/s on the GEMM path at 1 thread, 63.4 against
+/// 91.0 at 2 (medians of 5-7 alternating runs).
+pub(crate) const AUTO_MIN_TILES_WEIGHT_GRAD: usize = 64;
+
 /// Whether `geom` can run Winograd at all for `T` under its algorithm
-/// preference, and if `Auto`, whether it has the channels and tiles `min_c`
-/// and [`AUTO_MIN_TILES`] ask for.
-fn chosen<T>(geom: &Conv2dGeometry, min_c: usize) -> bool {
+/// preference, and if `Auto`, whether it has the channels `min_c` and tiles
+/// `min_tiles` ask for.
+fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
     match geom.algorithm() {
         Algorithm::Gemm => false,
         // `Conv2dGeometry::new` rejects a geometry Winograd cannot run.
@@ -134,14 +146,14 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize) -> bool {
             super::packed_path::<T>()
                 && geom.winograd_unsupported().is_none()
                 && geom.c_in().min(geom.c_out()) >= min_c
-                && tiles >= AUTO_MIN_TILES
+                && tiles >= min_tiles
         }
     }
 }
 
 /// Whether the forward pass of `geom` runs Winograd for element type `T`.
 pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> bool {
-    chosen::<T>(geom, AUTO_MIN_CHANNELS)
+    chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES)
 }
 
 /// Whether the weight gradient of `geom` runs Winograd for element type `T`.
@@ -151,7 +163,7 @@ pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> bool {
     } else {
         AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED
     };
-    chosen::<T>(geom, min_c)
+    chosen::<T>(geom, min_c, AUTO_MIN_TILES_WEIGHT_GRAD)
 }
 
 /// The forward geometry whose Winograd forward is `geom`'s input gradient,
@@ -373,7 +385,7 @@ fn padded_run<'a, T: Element>(
 
 super::isa::dispatch!(
     /// `V = B^T d B` of channel `ch` for `tiles` (at most [`SEG`]) into
-    /// `v[e][..tiles.len()]`: each run of tiles along a tile row in one step
+    /// `v[e][..tiles.len()]` (lanes past it may be overwritten): each run of tiles along a tile row in one step
     /// ([`input_tiles`], eight tiles per register) from its four patch rows
     /// ([`padded_run`]; a dilated layer's rows are gathered on the run's
     /// phase). `d` is scratch. Compiled for the widest instruction set;
@@ -402,7 +414,16 @@ fn input_rows_impl<T: Element>(
         // Tile i reads padded columns c0 + dw (2i + c), c < 4, of patch rows
         // py + dh (2 ty + r) (see [`Grid`]).
         let c0 = s.px + 2 * src.dw * s.tx0;
-        let span = 2 * s.len + 2;
+        // A run shorter than a register (7 tiles per row on a 14x14 layer)
+        // is transformed as 8 tiles where they fit in `v`: the extra tiles
+        // read further columns of the same padded rows (zeros past the
+        // image) and land in lanes the next run, or nobody, overwrites.
+        let len = if s.len < 8 && s.t - a + 8 <= SEG && avx2_f32::<T>() {
+            8
+        } else {
+            s.len
+        };
+        let span = 2 * len + 2;
         let iy = |r: usize| s.py + src.dh * (2 * s.ty + r);
         let p = [
             padded_run(plane, src, iy(0), c0, span, p0),
@@ -410,7 +431,7 @@ fn input_rows_impl<T: Element>(
             padded_run(plane, src, iy(2), c0, span, p2),
             padded_run(plane, src, iy(3), c0, span, p3),
         ];
-        input_tiles(p, v, s.t - a, s.len);
+        input_tiles(p, v, s.t - a, len);
     }
 }
 
@@ -494,8 +515,34 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, 
         });
         // Input channel outer: the task's MR output rows are then read as
         // MR sequential streams (flipped: one contiguous run of MR kernels
-        // per input channel) and the packed panel is written in order.
-        for i in 0..cin {
+        // per input channel) and the packed panel is written in order. On
+        // AVX2, eight input channels at a time ([`weight_block_avx2`]).
+        let mut i0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if packed && avx2_f32::<T>() {
+            let w = f32s(w);
+            let (rs, ls) = if flipped { (9, cout * 9) } else { (cin * 9, 9) };
+            let tap0 = |i: usize| {
+                if flipped {
+                    i * cout * 9 + o0 * 9
+                } else {
+                    (o0 * cin + i) * 9
+                }
+            };
+            while i0 + 8 <= cin {
+                // Kernel (o0 + r, i0 + l) starts at tap0(i0) + r * rs + l * ls.
+                let last = tap0(i0) + (o1 - o0 - 1) * rs + 7 * ls + 8;
+                assert!(last < w.len());
+                let ptrs: [*mut f32; NE] =
+                    std::array::from_fn(|e| f32s_mut(&mut planes[e][i0 * MR..(i0 + 8) * MR]).as_mut_ptr());
+                // SAFETY: AVX2 (`avx2_f32`); every kernel's taps lie in `w`
+                // (its last element checked above); each pointer addresses 8 * MR elements of
+                // this task's own panel rows.
+                unsafe { weight_block_avx2(w[tap0(i0)..].as_ptr(), rs, ls, flipped, o1 - o0, &ptrs) };
+                i0 += 8;
+            }
+        }
+        for i in i0..cin {
             for o in o0..o1 {
                 let g = if flipped {
                     let k = &w[(i * cout + o) * 9..][..9];
@@ -976,4 +1023,49 @@ fn weight_grad_transform<T: Element>(du: &[T; NE]) -> [T; 9] {
         g[6 + b] = (r[1][b] + r[2][b]) * half + r[3][b];
     }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MR, NE, transform_weights, u_len, weight_transform};
+    use crate::geometry::{Conv2dSpec, Padding};
+
+    /// The packed weight transform (eight input channels per register on
+    /// AVX2, the rest one by one) gives bitwise [`weight_transform`] of every
+    /// kernel, zeros in a partial panel's rows past `c_out`, plain and
+    /// flipped, with input channels off the groups of eight.
+    #[test]
+    fn packed_weight_transform_is_the_scalar_one() {
+        let (cin, cout) = (19, 13);
+        let geom = Conv2dSpec::new(1, cin, 5, 5, cout, 3, 3)
+            .padding(Padding::symmetric(1))
+            .build()
+            .unwrap();
+        let w: Vec<f32> = (0..cout * cin * 9)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+            .collect();
+        let ulen = u_len(true, cout, cin);
+        for flipped in [false, true] {
+            let mut u = vec![f32::NAN; NE * ulen];
+            transform_weights(&geom, &w, flipped, true, &mut u);
+            for o in 0..cout.div_ceil(MR) * MR {
+                for i in 0..cin {
+                    let want = if o >= cout {
+                        [0.0; NE]
+                    } else if flipped {
+                        // `w` is then the layer (i, o)'s weights of c_in x c_out.
+                        let k = &w[(i * cout + o) * 9..][..9];
+                        weight_transform([[k[8], k[7], k[6]], [k[5], k[4], k[3]], [k[2], k[1], k[0]]])
+                    } else {
+                        let k = &w[(o * cin + i) * 9..][..9];
+                        weight_transform([[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]])
+                    };
+                    for (e, &v) in want.iter().enumerate() {
+                        let got = u[e * ulen + (o / MR) * MR * cin + i * MR + o % MR];
+                        assert_eq!(got.to_bits(), v.to_bits(), "flipped {flipped}, o {o}, i {i}, e {e}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -157,6 +157,25 @@ pub(crate) fn output_tiles<T: Element>(
         // above).
         unsafe { output_tiles_avx2(m, plane, at, full, bias, [o0, o1]) };
         done = full;
+    } else if w > 0 && avx2_f32::<T>() && at + 8 + 15 * plane <= m.len() {
+        // A run shorter than a register (7 tiles per row on a 14x14 layer):
+        // eight tiles' products (the extra lanes are other tiles' or unused
+        // ones, all inside `m`, checked here) into two 16-pixel rows, of
+        // which the run's `w` pixels are copied out.
+        let m = super::f32s(m);
+        let bias = super::f32s(std::slice::from_ref(&bias))[0];
+        let mut rows = [[0.0f32; 16]; 2];
+        let [r0, r1] = &mut rows;
+        // SAFETY: AVX2 is available (`avx2_f32`); the products of tiles
+        // at .. at + 8 of every position lie in `m` (checked above), each
+        // row holds 16 = 2 * 8 elements.
+        unsafe { output_tiles_avx2(m, plane, at, 8, bias, [Some(r0), Some(r1)]) };
+        for (o, row) in out.iter_mut().zip(&rows) {
+            if let Some(o) = o {
+                super::f32s_mut(o).copy_from_slice(&row[..w]);
+            }
+        }
+        return;
     }
     for i in done..n.min(w.div_ceil(2)) {
         let mm = |e: usize| m[e * plane + at + i];
@@ -342,6 +361,98 @@ unsafe fn store_channels_avx2(
                     } else {
                         _mm256_maskstore_ps(dst.add(at), six, *col);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// `U = G g G^T` ([`super::winograd`]'s weight transform) of the kernels
+/// `(r, l)`, `r < rows <= MR` output rows of one packed panel and `l < 8`
+/// consecutive input channels, each kernel's 3 x 3 taps read from `w` at
+/// `r * rs + l * ls + tap(t)` (`tap(t) = 8 - t` when `flipped`, else `t`), and
+/// stored into the panel of each position `e` at `planes[e]`: element
+/// `l * MR + r` (rows past `rows` get zeros). Eight kernels per register:
+/// each kernel's first eight taps are loaded as one row of an 8 x 8 block and
+/// transposed into one register per tap (the ninth lane by lane; gathers
+/// measured slower here). The same additions and halvings in the same order
+/// as the scalar transform, so the same bits; each position's 6 x 8 block goes
+/// out through one 8 x 8 transpose as eight rows of `MR` values.
+///
+/// # Safety
+/// AVX2 must be available; every addressed tap must lie in `w`; each `planes[e]` must address `8 * MR` writable elements
+/// that nothing else touches during the call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::needless_range_loop)] // `r` indexes the inner dimension of `u`
+pub(crate) unsafe fn weight_block_avx2(
+    w: *const f32,
+    rs: usize,
+    ls: usize,
+    flipped: bool,
+    rows: usize,
+    planes: &[*mut f32; NE],
+) {
+    const MR: usize = super::sgemm::MR;
+    let half = _mm256_set1_ps(0.5);
+    let zero = _mm256_setzero_ps();
+    let mut u = [[zero; MR]; NE];
+    for r in 0..rows {
+        let base = w.wrapping_add(r * rs);
+        // Kernel l's taps 0..8 as row l of an 8 x 8 block, transposed into
+        // one register per tap; tap 8 lane by lane.
+        // SAFETY: kernel (r, l)'s taps are base + l * ls + 0..9, inside `w`
+        // (the caller's contract).
+        let rows8: [__m256; 8] = std::array::from_fn(|l| unsafe { _mm256_loadu_ps(base.add(l * ls)) });
+        let taps = transpose8(rows8);
+        // SAFETY: as above.
+        let tap8 = unsafe {
+            _mm256_setr_ps(
+                *base.add(8),
+                *base.add(ls + 8),
+                *base.add(2 * ls + 8),
+                *base.add(3 * ls + 8),
+                *base.add(4 * ls + 8),
+                *base.add(5 * ls + 8),
+                *base.add(6 * ls + 8),
+                *base.add(7 * ls + 8),
+            )
+        };
+        let g: [__m256; 9] = std::array::from_fn(|t| {
+            let t = if flipped { 8 - t } else { t };
+            if t == 8 { tap8 } else { taps[t] }
+        });
+        let mut t = [_mm256_setzero_ps(); 12];
+        for c in 0..3 {
+            let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
+            t[c] = a;
+            t[3 + c] = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half);
+            t[6 + c] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half);
+            t[9 + c] = d;
+        }
+        for i in 0..4 {
+            let (a, b, d) = (t[3 * i], t[3 * i + 1], t[3 * i + 2]);
+            u[4 * i][r] = a;
+            u[4 * i + 1][r] = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half);
+            u[4 * i + 2][r] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half);
+            u[4 * i + 3][r] = d;
+        }
+    }
+    for (ue, &dst) in u.iter().zip(planes) {
+        let cols = transpose8([ue[0], ue[1], ue[2], ue[3], ue[4], ue[5], zero, zero]);
+        for (l, col) in cols.iter().enumerate() {
+            // SAFETY: row l of the block, elements l*MR .. l*MR + 8 (the
+            // two past MR are row l + 1's first, rewritten by its store
+            // next); the last row stores MR lanes only.
+            unsafe {
+                if l < 7 {
+                    _mm256_storeu_ps(dst.add(l * MR), *col);
+                } else {
+                    _mm_storeu_ps(dst.add(l * MR), _mm256_castps256_ps128(*col));
+                    _mm_storel_epi64(
+                        dst.add(l * MR + 4).cast(),
+                        _mm_castps_si128(_mm256_extractf128_ps::<1>(*col)),
+                    );
                 }
             }
         }
