@@ -1,4 +1,7 @@
-//! Optimized forward pass: im2col tiles + GEMM.
+//! Optimized forward pass: im2col tiles + GEMM. [`forward`] first hands
+//! the geometries other paths serve better to them: Winograd
+//! ([`super::winograd`]), few input channels ([`super::small_cin`]),
+//! implicit GEMM ([`super::implicit`]).
 //!
 //! For image `n` and group `g`, with `K = cig * kh * kw`:
 //! `Y[n][g*cog .. (g+1)*cog][p0..p1] = b + sum over channel blocks c0..c1 of
@@ -102,6 +105,13 @@ pub(crate) fn forward<T: Element>(
         let p = super::winograd::plan::<T>(geom);
         let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);
         super::winograd::forward(geom, &p, x, w, false, bias, y, packed, scratch);
+        return;
+    }
+    if super::small_cin::eligible::<T>(geom) {
+        let p = super::small_cin::plan(geom);
+        let f = ws.f32_parts(p.parts * p.scratch_len, 0, p.packed_len, p.index_len);
+        let (x, w, bias, y) = (f32s(x), f32s(w), bias.map(f32s), f32s_mut(y));
+        super::small_cin::forward(geom, &p, x, w, bias, y, f.packed, f.scratch, f.index);
         return;
     }
     if super::implicit::eligible::<T>(geom) {

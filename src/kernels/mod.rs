@@ -10,6 +10,7 @@ pub(crate) mod input_grad;
 pub(crate) mod isa;
 pub(crate) mod parallel;
 pub(crate) mod sgemm;
+pub(crate) mod small_cin;
 pub(crate) mod weight_grad;
 pub(crate) mod winograd;
 pub(crate) mod winograd_simd;
@@ -43,6 +44,9 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
     let (f_scratch, f_packed, index) = if winograd::selected::<T>(geom) {
         let p = winograd::plan::<T>(geom);
         (p.parts * p.scratch_len, p.packed_len, 0)
+    } else if small_cin::eligible::<T>(geom) {
+        let p = small_cin::plan(geom);
+        (p.parts * p.scratch_len, p.packed_len, p.index_len)
     } else if implicit::eligible::<T>(geom) {
         let p = implicit::plan(geom);
         (p.parts * p.scratch_len, p.packed_len, p.index_len)

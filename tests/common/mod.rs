@@ -151,6 +151,16 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
             .stride(3, 2)
             .dilation(2, 3)
             .padding(Padding::same()),
+        // The direct forward for few input channels: a tall image cut into
+        // two slab bands, stride 2 along the row only (two column phases),
+        // output channels off the 3-channel blocks, 35-pixel rows (a 24-pixel
+        // block then an 11-pixel one); stride 3 with asymmetric padding.
+        s(1, 2, 300, 70, 5, 3, 4)
+            .stride(1, 2)
+            .padding(Padding::explicit(2, 1, 0, 3)),
+        s(2, 3, 23, 29, 7, 5, 3)
+            .stride(3, 3)
+            .padding(Padding::explicit(1, 2, 2, 0)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))

@@ -1,0 +1,332 @@
+//! Direct forward for layers with few input channels (f32, AVX2 + FMA):
+//! LeNet's first layer (1 channel, 5x5) and the ResNet stem (3 channels,
+//! 7x7, stride 2).
+//!
+//! Why: with `K = c_in * kh * kw` of 25 or 147 the lowered GEMM is short
+//! and wide: every micro-kernel call loads and stores its block of `Y` for
+//! only 25 steps, and im2col writes a column matrix `K / c_out` times the size
+//! of the output. Here each output element is computed straight from a
+//! zero-padded copy of the input rows, with the block of `CB = 3` output
+//! channels x `8 * NV = 24` pixels of one output row held in registers.
+//!
+//! For image `n` and a band of output rows `oy0..oy1`, the band's padded input
+//! rows are copied into a slab, each row split into its `sw` column phases
+//! (stride `sw`): slab row `r` (padded input row `oy0 * sh + r`), phase `ph`,
+//! element `j` holds padded column `j * sw + ph` (zero outside the image).
+//! Output pixel `(oy, ox)`, tap `(ci, ky, kx)` then reads slab element
+//! `ci * chan_stride + ((oy - oy0) * sh + ky) * row_stride + (kx % sw) * wq +
+//! kx / sw + ox`, so eight consecutive `ox` read eight consecutive elements
+//! whatever the stride: with `k = (ci * kh + ky) * kw + kx`,
+//! `Y[co][oy][ox] = b[co] + sum over k of W[co][k] * slab[off[k] + ...]`, one
+//! fused multiply-add chain per element in the order of `k`. Bands and channel blocks change no
+//! bit, so results do not depend on the thread count.
+
+use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
+use crate::geometry::Conv2dGeometry;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Most input channels (per group) for the direct forward. LeNet's first
+/// layer (1) and the stem (3) measured faster here than on the im2col
+/// path (numbers in `docs/design.md`); lenet_c2 (20 channels, `K = 500`)
+/// runs the GEMM well.
+pub(crate) const SMALL_CIN_MAX: usize = 4;
+
+/// Output channels per register block (broadcast weights).
+const CB: usize = 3;
+
+/// Pixel vectors (eight each) per register block: `CB x NV = 9`
+/// accumulators, `NV` input vectors and the broadcast weights fit the 16
+/// AVX2 registers. 4 x 3 did not: LLVM kept one accumulator on the stack,
+/// and its store-to-load chain held the loop to about a quarter of the FMA
+/// peak (LeNet conv1 24 GFLOP/s). Three vectors are one LeNet output row
+/// (24 pixels); the stem's 112 take four blocks of three and one of two.
+const NV: usize = 3;
+
+/// Target bytes of one band's slab: the padded, phase-split input rows a
+/// task reads (the stem's 37 rows of 3 channels at 16 output rows are
+/// about 100 KiB), kept in L2 while every channel block passes.
+const SLAB_BYTES: usize = 128 * 1024;
+
+/// Whether the direct forward runs `geom` for element type `T`: f32 on the
+/// packed-GEMM machine (AVX2 + FMA), one group, at most [`SMALL_CIN_MAX`]
+/// input channels, no dilation, and slab offsets that fit in `u32`.
+pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
+    if !super::packed_path::<T>() || geom.groups() != 1 || geom.c_in() > SMALL_CIN_MAX || geom.dilation() != (1, 1) {
+        return false;
+    }
+    let p = plan_bands(geom, 1);
+    (p.slab_len as u64) < u32::MAX as u64
+}
+
+/// How one call is cut into tasks.
+pub(crate) struct Plan {
+    band: usize,
+    nbands: usize,
+    ntasks: usize,
+    /// Elements of one slab row phase (output columns rounded up to 8, plus
+    /// the kernel's reach).
+    wq: usize,
+    row_stride: usize,
+    chan_stride: usize,
+    slab_rows: usize,
+    slab_len: usize,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+    pub(crate) packed_len: usize,
+    pub(crate) index_len: usize,
+}
+
+fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
+    let (sh, sw) = geom.stride();
+    let (kh, kw) = (geom.kh(), geom.kw());
+    let (oh, ow) = (geom.oh(), geom.ow());
+    let wq = ow.div_ceil(8) * 8 + (kw - 1) / sw;
+    let row_stride = sw * wq;
+    let row_bytes = geom.c_in() * row_stride * std::mem::size_of::<f32>() * sh;
+    let fit = (SLAB_BYTES / row_bytes.max(1)).max(1);
+    let nbands = oh.div_ceil(fit).max(want.div_ceil(geom.n())).min(oh);
+    let band = oh.div_ceil(nbands);
+    let nbands = oh.div_ceil(band);
+    let slab_rows = (band - 1) * sh + kh;
+    let chan_stride = slab_rows * row_stride;
+    let slab_len = geom.c_in() * chan_stride;
+    let ntasks = geom.n() * nbands;
+    Plan {
+        band,
+        nbands,
+        ntasks,
+        wq,
+        row_stride,
+        chan_stride,
+        slab_rows,
+        slab_len,
+        parts: parts_for(ntasks),
+        scratch_len: slab_len + 8,
+        packed_len: geom.c_out().div_ceil(CB) * CB * geom.k_len() + 8,
+        index_len: geom.k_len(),
+    }
+}
+
+/// The plan on the current pool: bands from the slab size, cut further
+/// until there are [`TASKS_PER_THREAD`] tasks per thread.
+pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
+    plan_bands(geom, rayon::current_num_threads() * TASKS_PER_THREAD)
+}
+
+/// `y = conv(x, w) + bias` for an [`eligible`] geometry; lengths already
+/// checked. `packed`, `scratch` and `offs` hold the plan's lengths.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    packed: &mut [f32],
+    scratch: &mut [f32],
+    offs: &mut [u32],
+) {
+    let (c_in, c_out, k) = (geom.c_in(), geom.c_out(), geom.k_len());
+    let (kh, kw) = (geom.kh(), geom.kw());
+    let (sh, sw) = geom.stride();
+    let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
+    let (pt, _, pl, _) = geom.padding();
+    for ci in 0..c_in {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                offs[(ci * kh + ky) * kw + kx] =
+                    (ci * p.chan_stride + ky * p.row_stride + (kx % sw) * p.wq + kx / sw) as u32;
+            }
+        }
+    }
+    let offs = &offs[..k];
+    let max_off = offs.iter().max().map_or(0, |&o| o as usize);
+    // W in blocks of CB output channels: step k of block b at (b * k + k) * CB,
+    // zeros past c_out.
+    let nblk = c_out.div_ceil(CB);
+    let packed = &mut packed[..nblk * CB * k];
+    for (b, blk) in packed.chunks_exact_mut(CB * k).enumerate() {
+        for (s, step) in blk.chunks_exact_mut(CB).enumerate() {
+            for (c, v) in step.iter_mut().enumerate() {
+                let co = b * CB + c;
+                *v = if co < c_out { w[co * k + s] } else { 0.0 };
+            }
+        }
+    }
+    let packed = &*packed;
+    let out = SharedMut(y.as_mut_ptr());
+    let (hw, ohw) = (h * wd, oh * ow);
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slab| {
+        let (n, b) = (task / p.nbands, task % p.nbands);
+        let (oy0, oy1) = (b * p.band, ((b + 1) * p.band).min(oh));
+        // The band's padded rows oy0*sh .. + slab_rows, phase-split.
+        for ci in 0..c_in {
+            let plane = &x[(n * c_in + ci) * hw..(n * c_in + ci + 1) * hw];
+            for r in 0..p.slab_rows {
+                let dst = &mut slab[ci * p.chan_stride + r * p.row_stride..][..p.row_stride];
+                let iy = (oy0 * sh + r) as isize - pt as isize;
+                if iy < 0 || iy >= h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let row = &plane[iy as usize * wd..(iy as usize + 1) * wd];
+                for (ph, d) in dst.chunks_exact_mut(p.wq).enumerate() {
+                    for (j, v) in d.iter_mut().enumerate() {
+                        let c = (j * sw + ph) as isize - pl as isize;
+                        *v = if c >= 0 && (c as usize) < wd {
+                            row[c as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+        let slab = &*slab;
+        for oy in oy0..oy1 {
+            let base = (oy - oy0) * sh * p.row_stride;
+            for blk in 0..nblk {
+                let nc = CB.min(c_out - blk * CB);
+                let mut init = [0.0f32; CB];
+                if let Some(bias) = bias {
+                    init[..nc].copy_from_slice(&bias[blk * CB..blk * CB + nc]);
+                }
+                // SAFETY: rows blk*CB .. + nc of image n, output row oy, belong
+                // to this task alone (tasks are distinct (n, band) pairs).
+                let y_row = unsafe { out.get().add((n * c_out + blk * CB) * ohw + oy * ow) };
+                let wb = &packed[blk * CB * k..(blk + 1) * CB * k];
+                let block = Block {
+                    x: &slab[base..],
+                    offs,
+                    max_off,
+                    w: wb,
+                    init,
+                    nc,
+                    width: ow,
+                };
+                // SAFETY: the packed kernel's machine (`eligible`); every tap
+                // of the row's pixels lies in the slab (`wq` covers the
+                // rounded-up row plus the kernel's reach, the band's rows
+                // `slab_rows`); the output row lies in `y`: nc channel rows
+                // ohw apart, ow pixels each.
+                unsafe { block.row(y_row, ohw) };
+            }
+        }
+    });
+}
+
+/// One register block: `nc <= CB` output channels, `width <= 8 * NV`
+/// pixels of one output row (or a whole row, for [`Block::row`]).
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    /// The slab from the block's first pixel, for tap offset 0.
+    x: &'a [f32],
+    offs: &'a [u32],
+    /// The largest tap offset.
+    max_off: usize,
+    /// The channel block's packed weights, `CB` per step.
+    w: &'a [f32],
+    init: [f32; CB],
+    nc: usize,
+    width: usize,
+}
+
+impl Block<'_> {
+    /// Computes one output row (`width` pixels) into `y` in register blocks
+    /// of `8 * NV` pixels (the last one narrower), in one call so that the
+    /// blocks' loops follow each other without a call between them.
+    ///
+    /// # Safety
+    /// As [`Block::run`] for the whole row: `x` holds `max_off + width`
+    /// rounded up to 8 elements, `y + c * ohw + 0..width` is writable.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row(&self, y: *mut f32, ohw: usize) {
+        let mut ox = 0;
+        while ox < self.width {
+            let nv = (self.width - ox).div_ceil(8).min(NV);
+            let b = Block {
+                x: &self.x[ox..],
+                width: (self.width - ox).min(8 * nv),
+                ..*self
+            };
+            // SAFETY: the block's pixels ox.. of the row (this function's
+            // contract); `run` checks its reads against `x`.
+            unsafe {
+                match nv {
+                    3 => b.run::<3>(y.add(ox), ohw),
+                    2 => b.run::<2>(y.add(ox), ohw),
+                    _ => b.run::<1>(y.add(ox), ohw),
+                }
+            }
+            ox += 8 * nv;
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn row(&self, _y: *mut f32, _ohw: usize) {
+        unreachable!("the direct small-channel forward runs only where AVX2 and FMA do");
+    }
+
+    /// Computes the block into `y` (channel `c`'s pixels at `y + c * ohw`).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `max_off` must bound every tap
+    /// offset (`x` is checked to hold `max_off + 8 * V` elements); `y + c * ohw + 0..width` must be
+    /// writable for `c < nc`, and no other thread touch them.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn run<const V: usize>(&self, y: *mut f32, ohw: usize) {
+        let k = self.offs.len();
+        assert!(self.w.len() >= k * CB && V <= NV && self.width <= 8 * V && self.nc <= CB);
+        assert!(self.max_off + 8 * V <= self.x.len());
+        let mut acc = [[_mm256_setzero_ps(); V]; CB];
+        for (c, row) in acc.iter_mut().enumerate() {
+            *row = [_mm256_set1_ps(self.init[c]); V];
+        }
+        let (x, w) = (self.x.as_ptr(), self.w.as_ptr());
+        for (s, &off) in self.offs.iter().enumerate() {
+            // SAFETY: x[off .. off + 8V] and w[s*CB .. s*CB + CB] lie in
+            // their slices (asserted above).
+            unsafe {
+                let xs = x.add(off as usize);
+                let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.add(8 * v)));
+                for (c, row) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_broadcast_ss(&*w.add(s * CB + c));
+                    for (a, &xv) in row.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(wv, xv, *a);
+                    }
+                }
+            }
+        }
+        for (c, row) in acc.iter().enumerate().take(self.nc) {
+            for (v, a) in row.iter().enumerate() {
+                let (p0, p1) = (8 * v, (8 * v + 8).min(self.width));
+                if p0 >= p1 {
+                    break;
+                }
+                // SAFETY: pixels p0..p1 < width of channel row c < nc
+                // (this function's contract).
+                unsafe {
+                    let dst = y.add(c * ohw + p0);
+                    if p1 - p0 == 8 {
+                        _mm256_storeu_ps(dst, *a);
+                    } else {
+                        let mut t = [0.0f32; 8];
+                        _mm256_storeu_ps(t.as_mut_ptr(), *a);
+                        std::ptr::copy_nonoverlapping(t.as_ptr(), dst, p1 - p0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run<const V: usize>(&self, _y: *mut f32, _ohw: usize) {
+        unreachable!("the direct small-channel forward runs only where AVX2 and FMA do");
+    }
+}
