@@ -1,10 +1,14 @@
 //! One readable table of ferroconv's speed on the public suite.
 //!
 //! `cargo run --release --example bench_report [-- --seconds S] [--only a,b] [--threads 1,2] [--no-naive]
-//! [--csv FILE] [--torch TORCH_CSV] [--svg FILE]`
+//! [--csv FILE] [--torch TORCH_CSV] [--svg FILE] [--results FILE]`
 //!
 //! `--torch` takes the CSV printed by `shared/compare/torch_suite.py` (run it right
 //! before or after) and adds a ferroconv / PyTorch table; `--svg` draws the bar chart.
+//! `--results` times nothing: it reads ferroconv's figures from CSV files this
+//! report wrote with `--csv` (concatenated), and prints the side-by-side table
+//! and the chart from them; `scripts/side_by_side.sh` uses it to time the two
+//! libraries row by row, interleaved.
 //!
 //! Per suite row and pass, at 1 thread and at all threads (each in its own
 //! rayon pool): the median time of the optimized pass, its GFLOP/s, its speedup
@@ -154,6 +158,20 @@ fn main() {
             .collect()
     });
     let torch = opt("--torch").map(|p| read_torch(&p));
+    if let Some(path) = opt("--results") {
+        let results = read_results(&path);
+        let mut threads: Vec<usize> = results.iter().map(|r| r.2).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        if let Some(torch) = &torch {
+            side_by_side(&results, torch, &threads);
+        }
+        if let Some(path) = opt("--svg") {
+            bar_chart(&path, &results, torch.as_deref(), &threads).expect("write --svg file");
+            println!("bar chart written to {path}");
+        }
+        return;
+    }
     let mut results: Vec<(String, &str, usize, f64)> = Vec::new();
     let mut csv =
         String::from("shape,pass,threads,median_ms,gflops,naive_ms,speedup_vs_naive,sgemm_gflops,ratio_to_sgemm\n");
@@ -309,6 +327,25 @@ fn main() {
         bar_chart(&path, &results, torch.as_deref(), &thread_counts).expect("write --svg file");
         println!("bar chart written to {path}");
     }
+}
+
+/// `(shape, pass, threads, GFLOP/s)` from CSV files written by `--csv`
+/// (header lines anywhere are skipped), in file order.
+fn read_results(path: &str) -> Vec<(String, &'static str, usize, f64)> {
+    let text = std::fs::read_to_string(path).expect("read --results file");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("shape"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let pass = suite::PASSES.iter().find(|p| Some(**p) == f.get(1).copied())?;
+            Some((
+                f.first()?.to_string(),
+                *pass,
+                f.get(2)?.parse().ok()?,
+                f.get(4)?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// `(shape, pass, threads) -> GFLOP/s` from `shared/compare/torch_suite.py`'s CSV.

@@ -18,8 +18,10 @@
 //! kx / sw + ox`, so eight consecutive `ox` read eight consecutive elements
 //! whatever the stride: with `k = (ci * kh + ky) * kw + kx`,
 //! `Y[co][oy][ox] = b[co] + sum over k of W[co][k] * slab[off[k] + ...]`, one
-//! fused multiply-add chain per element in the order of `k`. Bands and channel blocks change no
-//! bit, so results do not depend on the thread count.
+//! fused multiply-add chain per element in the order of `k`. A task runs
+//! its band channel block by channel block (each channel's output rows then
+//! follow each other in memory). Bands and channel blocks change no bit, so
+//! results do not depend on the thread count.
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use crate::geometry::Conv2dGeometry;
@@ -186,14 +188,14 @@ pub(crate) fn forward(
             }
         }
         let slab = &*slab;
-        for oy in oy0..oy1 {
-            let base = (oy - oy0) * sh * p.row_stride;
-            for blk in 0..nblk {
-                let nc = CB.min(c_out - blk * CB);
-                let mut init = [0.0f32; CB];
-                if let Some(bias) = bias {
-                    init[..nc].copy_from_slice(&bias[blk * CB..blk * CB + nc]);
-                }
+        for blk in 0..nblk {
+            let nc = CB.min(c_out - blk * CB);
+            let mut init = [0.0f32; CB];
+            if let Some(bias) = bias {
+                init[..nc].copy_from_slice(&bias[blk * CB..blk * CB + nc]);
+            }
+            for oy in oy0..oy1 {
+                let base = (oy - oy0) * sh * p.row_stride;
                 // SAFETY: rows blk*CB .. + nc of image n, output row oy, belong
                 // to this task alone (tasks are distinct (n, band) pairs).
                 let y_row = unsafe { out.get().add((n * c_out + blk * CB) * ohw + oy * ow) };
