@@ -17,7 +17,9 @@
 //! everything else falls back to im2col + GEMM.
 //! Stride 1 with kernels 1, 3, 5 or 7 wide runs on zero-padded copies of the
 //! input planes ([`forward_plane_padded`], [`weight_grad_padded_impl`]), so
-//! every pixel takes the register-blocked loop. The stride-1 input gradient
+//! every pixel takes the register-blocked loop (undilated 3x3 kernels on f32
+//! with AVX2: two output rows at a time, [`plane_3x3_avx2`]), and the next
+//! plane in memory is prefetched while one is computed ([`prefetch_lines`]). The stride-1 input gradient
 //! is the forward loop on `dY` with the kernel flipped
 //! ([`flipped_plane_geometry`]); other strides scatter. The other weight
 //! gradients take one row dot product per tap. The summation order of every
@@ -228,6 +230,29 @@ fn pad_plane<T: Element>(geom: &Conv2dGeometry, xp: &[T], pp: &mut [T]) {
     }
 }
 
+/// Asks for 64-byte lines `from..to` of `s` (those inside it) to be brought
+/// into the cache: the planes these loops read stream from memory one after
+/// another, and asking for the next one while the current one is computed
+/// measured 12.0 -> 14.4 GFLOP/s on depthwise_3x3's forward pass.
+#[inline(always)]
+fn prefetch_lines<T>(s: &[T], from: usize, to: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        for l in from..to.min(s.len().div_ceil(per_line)) {
+            // SAFETY: element l * per_line < s.len() lies in `s`; a prefetch
+            // reads nothing architecturally.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    s.as_ptr().add(l * per_line).cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, from, to);
+}
+
 /// One stride-1 output plane from a zero-padded input plane `pp` (row
 /// stride `wp`): `yp[oy][ox] = start + sum over (ky, kx) in order of
 /// wk[ky * KW + kx] * pp[oy + ky*dh][ox + kx*dw]`, `start` the bias or the
@@ -286,7 +311,17 @@ fn forward_padded_impl<T: Element, const KW: usize>(
                     acc.copy_from_slice(&yr[ox..ox + BLOCK]);
                 }
                 block::<T, KW, BLOCK>(pp, wp, k, wk, oy, ox, &mut acc);
-                yr[done..ox + BLOCK].copy_from_slice(&acc[done - ox..]);
+                // Without `accumulate`, the whole block, also the columns a
+                // shifted last block shares with the one before: they get the
+                // same bits again (same operations in the same order), and a
+                // fixed-size copy is four vector stores where the exact tail
+                // was a memcpy call. With it, those columns already hold
+                // their sums and are not written again.
+                if accumulate {
+                    yr[done..ox + BLOCK].copy_from_slice(&acc[done - ox..]);
+                } else {
+                    yr[ox..ox + BLOCK].copy_from_slice(&acc);
+                }
                 done = ox + BLOCK;
                 if done == ow {
                     break;
@@ -319,6 +354,126 @@ fn unrolled_width(geom: &Conv2dGeometry) -> bool {
     matches!(geom.kw(), 1 | 3 | 5 | 7)
 }
 
+/// [`forward_padded_impl`] for an undilated 3x3 kernel, f32 on AVX2, at
+/// least 16 output columns: two output rows x 16 pixels per block, so each
+/// loaded input vector (one of the four input rows the two output rows read,
+/// shifted by `kx`) serves both rows where the kernel reaches it: 24 loads
+/// per block instead of 36. The taps of each output element are still added
+/// `(ky, kx)` in order, a multiply then an add, so the bits are those of the
+/// generic loop; the last block of a row is shifted back (recomputing a few
+/// pixels with the same operations; with `accumulate` those are not stored
+/// again), an odd last row runs alone.
+///
+/// While it runs, it prefetches `next` (the input plane the worker will
+/// probably pad next), a share per row pair.
+///
+/// # Safety
+/// AVX2 must be available; `pp` must hold `oh + 2` rows of `wp = ow + 2`
+/// elements, `yp` `oh * ow` elements, `ow >= 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn plane_3x3_avx2(
+    pp: &[f32],
+    wp: usize,
+    wk: &[f32; 9],
+    b: f32,
+    yp: &mut [f32],
+    oh: usize,
+    ow: usize,
+    accumulate: bool,
+    next: &[f32],
+) {
+    use std::arch::x86_64::*;
+    /// Rows `oy .. oy + R` (R = 1 or 2), pixels `ox .. ox + 16`.
+    #[inline(always)]
+    unsafe fn block<const R: usize>(
+        pp: *const f32,
+        wp: usize,
+        w: &[__m256; 9],
+        b: __m256,
+        y: *mut f32,
+        ow: usize,
+        (oy, ox): (usize, usize),
+        accumulate: bool,
+        skip: usize,
+    ) {
+        let mut acc = [[b; 2]; R];
+        // SAFETY (all pointer arithmetic below): rows oy .. oy + R + 2 of the
+        // padded plane and columns ox .. ox + 18 exist (oy + R <= oh,
+        // ox + 16 <= ow, the caller's contract); output rows oy .. oy + R,
+        // columns ox .. ox + 16 lie in `y`.
+        unsafe {
+            if accumulate {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let yr = y.add((oy + r) * ow + ox);
+                    *a = [_mm256_loadu_ps(yr), _mm256_loadu_ps(yr.add(8))];
+                }
+            }
+            for i in 0..R + 2 {
+                let row = pp.add((oy + i) * wp + ox);
+                for kx in 0..3 {
+                    let x = [_mm256_loadu_ps(row.add(kx)), _mm256_loadu_ps(row.add(8 + kx))];
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        // Output row oy + r takes input row oy + i as tap row ky = i - r.
+                        if i >= r && i - r < 3 {
+                            let wv = w[(i - r) * 3 + kx];
+                            a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(wv, x[0]));
+                            a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(wv, x[1]));
+                        }
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let yr = y.add((oy + r) * ow + ox);
+                if skip == 0 {
+                    _mm256_storeu_ps(yr, a[0]);
+                    _mm256_storeu_ps(yr.add(8), a[1]);
+                } else {
+                    // Columns 0..skip already hold their sums (accumulate).
+                    let mut t = [0.0f32; 16];
+                    _mm256_storeu_ps(t.as_mut_ptr(), a[0]);
+                    _mm256_storeu_ps(t.as_mut_ptr().add(8), a[1]);
+                    std::ptr::copy_nonoverlapping(t.as_ptr().add(skip), yr.add(skip), 16 - skip);
+                }
+            }
+        }
+    }
+    let w: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(wk[t]));
+    let bv = _mm256_set1_ps(b);
+    let (p, y) = (pp.as_ptr(), yp.as_mut_ptr());
+    // The next plane's input, asked for a share per row pair so that it is
+    // in cache when its own padded copy is made (the planes stream from
+    // memory one after another).
+    let per_pair = next.len().div_ceil(16).div_ceil(oh.div_ceil(2).max(1));
+    let mut oy = 0;
+    while oy < oh {
+        prefetch_lines(next, oy / 2 * per_pair, (oy / 2 + 1) * per_pair);
+        let two = oy + 2 <= oh;
+        let (mut ox, mut done) = (0, 0);
+        loop {
+            // With `accumulate`, the columns a shifted last block shares with
+            // the one before already hold their sums: not stored again.
+            let skip = if accumulate { done - ox } else { 0 };
+            // SAFETY: rows oy .. oy + 1 or 2 <= oh, columns ox .. ox + 16 <=
+            // ow (this function's contract covers the reads and writes).
+            unsafe {
+                if two {
+                    block::<2>(p, wp, &w, bv, y, ow, (oy, ox), accumulate, skip);
+                } else {
+                    block::<1>(p, wp, &w, bv, y, ow, (oy, ox), accumulate, skip);
+                }
+            }
+            done = ox + 16;
+            if done == ow {
+                break;
+            }
+            ox = (ox + 16).min(ow - 16);
+        }
+        oy += if two { 2 } else { 1 };
+    }
+}
+
 /// [`forward_padded_impl`] for the kernel widths with an unrolled loop
 /// (1, 3, 5, 7; the caller runs [`forward_plane`] for the others).
 #[inline(always)]
@@ -349,8 +504,22 @@ fn forward_plane_padded_impl<T: Element>(
     yp: &mut [T],
     accumulate: bool,
     pp: &mut [T],
+    next: &[T],
 ) {
     if unrolled_width(geom) {
+        #[cfg(target_arch = "x86_64")]
+        if isa::avx2_f32::<T>() && (geom.kh(), geom.kw(), geom.dilation()) == (3, 3, (1, 1)) && geom.ow() >= 16 {
+            pad_plane(geom, xp, pp);
+            let wp = geom.w() + geom.padding().2 + geom.padding().3;
+            let wk: &[f32; 9] = super::f32s(wk).try_into().expect("nine taps");
+            let b = super::f32s(std::slice::from_ref(&b))[0];
+            let (pp, yp) = (super::f32s(pp), super::f32s_mut(yp));
+            assert!(pp.len() >= (geom.oh() + 2) * wp && wp == geom.ow() + 2 && yp.len() == geom.oh() * geom.ow());
+            // SAFETY: AVX2 (`avx2_f32`); the padded plane holds oh + 2 rows
+            // of ow + 2 elements and the output plane oh x ow (checked above).
+            unsafe { plane_3x3_avx2(pp, wp, wk, b, yp, geom.oh(), geom.ow(), accumulate, super::f32s(next)) };
+            return;
+        }
         pad_plane(geom, xp, pp);
         forward_padded_any(geom, pp, wk, b, yp, accumulate);
     } else {
@@ -358,7 +527,7 @@ fn forward_plane_padded_impl<T: Element>(
     }
 }
 
-isa::dispatch!(fn forward_plane_padded<T>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool, pp: &mut [T]) => forward_plane_padded_impl);
+isa::dispatch!(fn forward_plane_padded<T>(geom: &Conv2dGeometry, xp: &[T], wk: &[T], b: T, yp: &mut [T], accumulate: bool, pp: &mut [T], next: &[T]) => forward_plane_padded_impl);
 
 /// Scratch elements the direct passes of `geom` need on the current pool:
 /// one padded plane per worker for the stride-1 forward pass and input
@@ -394,6 +563,9 @@ pub(crate) fn forward<T: Element>(
             // SAFETY: plane `plane` of `y` (checked above) belongs to this
             // task alone.
             let yp = unsafe { std::slice::from_raw_parts_mut(ybase.get().add(plane * ohw), ohw) };
+            // The plane after this one in memory: the next task's input with
+            // one output channel per group.
+            let next = x.get((n * c_in + g + 1) * hw..(n * c_in + g + 2) * hw).unwrap_or(&[]);
             forward_plane_padded(
                 geom,
                 &x[(n * c_in + g) * hw..(n * c_in + g + 1) * hw],
@@ -402,6 +574,7 @@ pub(crate) fn forward<T: Element>(
                 yp,
                 false,
                 pp,
+                next,
             );
         });
         return;
@@ -478,7 +651,11 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
                     *v = wk[khkw - 1 - t];
                 }
                 let dyp = &dy[(n * c_out + co) * ohw..(n * c_out + co + 1) * ohw];
-                forward_plane_padded(&fg, dyp, &wf[..khkw], T::ZERO, dxp, j > 0, pp);
+                // The next output channel's plane, this task's or the next one's.
+                let next = dy
+                    .get((n * c_out + co + 1) * ohw..(n * c_out + co + 2) * ohw)
+                    .unwrap_or(&[]);
+                forward_plane_padded(&fg, dyp, &wf[..khkw], T::ZERO, dxp, j > 0, pp, next);
             }
         });
         return;
@@ -577,7 +754,23 @@ fn weight_grad_padded_impl<T: Element, const KW: usize>(
     for n in 0..geom.n() {
         pad_plane(geom, &x[(n * c_in + g) * h * wd..(n * c_in + g + 1) * h * wd], pp);
         let dyp = &dy[(n * c_out + co) * oh * ow..(n * c_out + co + 1) * oh * ow];
+        // The next image's planes (or, after the last, the next channel's
+        // first), a share per output row.
+        let (xn, dyn_) = if n + 1 < geom.n() {
+            ((n + 1) * c_in + g, (n + 1) * c_out + co)
+        } else {
+            (g + 1, co + 1)
+        };
+        let xn = x.get(xn * h * wd..(xn + 1) * h * wd).unwrap_or(&[]);
+        let dyn_ = dy.get(dyn_ * oh * ow..(dyn_ + 1) * oh * ow).unwrap_or(&[]);
+        let per_line = (64 / std::mem::size_of::<T>()).max(1);
+        let (xs, ds) = (
+            xn.len().div_ceil(per_line).div_ceil(oh.max(1)),
+            dyn_.len().div_ceil(per_line).div_ceil(oh.max(1)),
+        );
         for oy in 0..oh {
+            prefetch_lines(xn, oy * xs, (oy + 1) * xs);
+            prefetch_lines(dyn_, oy * ds, (oy + 1) * ds);
             let dr = &dyp[oy * ow..(oy + 1) * ow];
             if ow >= 8 {
                 let mut ox = 0;
@@ -741,6 +934,20 @@ mod tests {
         forward_plane(&g, &xp, &wk, 0.5, &mut a, true);
         forward_plane_impl(&g, &xp, &wk, 0.5, &mut b, true);
         assert_eq!(a, b);
+        // The padded 3x3 plane (37 columns: AVX2 blocks of 2 rows x 16, the
+        // last shifted; 13 rows: an odd last row) against the generic
+        // padded loop, plain and accumulating.
+        let mut pp = vec![f32::NAN; padded_len(&g)];
+        let (mut c, mut d) = (vec![0f32; 13 * 37], vec![0f32; 13 * 37]);
+        for accumulate in [false, true] {
+            forward_plane_padded(&g, &xp, &wk, 0.5, &mut c, accumulate, &mut pp, &dyp);
+            pad_plane(&g, &xp, &mut pp);
+            forward_padded_any(&g, &pp, &wk, 0.5, &mut d, accumulate);
+            assert_eq!(
+                c.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                d.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
         input_grad_plane(&g, &dyp, &wk, &mut a);
         input_grad_plane_impl(&g, &dyp, &wk, &mut b);
         assert_eq!(a, b);

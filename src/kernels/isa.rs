@@ -67,14 +67,17 @@ pub(crate) fn avx2_f32<T>() -> bool {
 macro_rules! dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident<$t:ident>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name<$t: $crate::element::Element>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx512<$t: $crate::element::Element>($($arg: $ty),*) {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx2<$t: $crate::element::Element>($($arg: $ty),*) {
                     $body($($arg),*)
                 }
