@@ -741,6 +741,7 @@ fn weight_grad_padded_impl<T: Element, const KW: usize>(
     co: usize,
     dwk: &mut [T],
     pp: &mut [T],
+    simd: bool,
 ) {
     let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
     let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
@@ -772,6 +773,18 @@ fn weight_grad_padded_impl<T: Element, const KW: usize>(
             prefetch_lines(xn, oy * xs, (oy + 1) * xs);
             prefetch_lines(dyn_, oy * ds, (oy + 1) * ds);
             let dr = &dyp[oy * ow..(oy + 1) * ow];
+            #[cfg(target_arch = "x86_64")]
+            if simd && ow >= 8 && KW == 3 && (kh, dh, dw) == (3, 1, 1) && isa::avx2_f32::<T>() {
+                let l9: &mut [[T; 8]; 9] = (&mut lanes[..9]).try_into().expect("nine taps");
+                let l9 = l9.as_flattened_mut();
+                let rows = &pp[oy * wp..(oy + 3) * wp];
+                assert!(wp == ow + 2);
+                // SAFETY: AVX2 (`avx2_f32`); `rows` holds the three padded
+                // rows the output row reads (ow + 2 elements each), `dr` the
+                // row's ow >= 8 output gradients, `l9` nine 8-lane sums.
+                unsafe { wgrad_row_3x3_avx2(super::f32s(rows), wp, super::f32s(dr), super::f32s_mut(l9)) };
+                continue;
+            }
             if ow >= 8 {
                 let mut ox = 0;
                 loop {
@@ -819,6 +832,60 @@ fn weight_grad_padded_impl<T: Element, const KW: usize>(
     }
 }
 
+/// One output row of [`weight_grad_padded_impl`] for an undilated 3x3
+/// kernel, f32 on AVX2: the nine 8-lane sums `lanes[tap * 8 + l]` stay in
+/// registers along the row, `lanes[tap] += d * x` for 8 output gradients
+/// `d` and the 8 inputs each tap pairs with them, the blocks and the
+/// shifted last block (its lanes before the previous block's end zeroed)
+/// exactly as the generic loop, a multiply then an add: the same bits.
+///
+/// # Safety
+/// AVX2 must be available; `rows` must hold 3 rows of `wp = dr.len() + 2`
+/// elements, `dr.len() >= 8`, `lanes.len() == 72`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn wgrad_row_3x3_avx2(rows: &[f32], wp: usize, dr: &[f32], lanes: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let ow = dr.len();
+    assert!(ow >= 8 && wp == ow + 2 && rows.len() >= 3 * wp && lanes.len() == 72);
+    // SAFETY: lanes holds 72 elements (checked above).
+    let mut acc: [__m256; 9] = std::array::from_fn(|t| unsafe { _mm256_loadu_ps(lanes.as_ptr().add(8 * t)) });
+    let (r, d) = (rows.as_ptr(), dr.as_ptr());
+    let mut ox = 0;
+    loop {
+        let start = if ox + 8 > ow { ow - 8 } else { ox };
+        // SAFETY: start + 8 <= ow: inside `dr`; the loads below read row
+        // elements start + kx .. start + kx + 8 <= ow + 2 = wp of each of
+        // the three rows (checked above).
+        unsafe {
+            let mut dv = _mm256_loadu_ps(d.add(start));
+            if start < ox {
+                // Lanes before `ox` were counted by the previous block.
+                let keep = _mm256_cmpgt_epi32(
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    _mm256_set1_epi32((ox - start) as i32 - 1),
+                );
+                dv = _mm256_and_ps(dv, _mm256_castsi256_ps(keep));
+            }
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let xv = _mm256_loadu_ps(r.add(ky * wp + start + kx));
+                    let t = ky * 3 + kx;
+                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dv, xv));
+                }
+            }
+        }
+        ox = start + 8;
+        if ox >= ow {
+            break;
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * t), *a) };
+    }
+}
+
 /// Whether the padded stride-1 weight gradient runs `geom`.
 fn weight_grad_padded_eligible(geom: &Conv2dGeometry) -> bool {
     geom.stride() == (1, 1) && unrolled_width(geom) && geom.kh() * geom.kw() <= MAX_FLIPPED_TAPS
@@ -834,10 +901,10 @@ fn weight_grad_channel_padded_impl<T: Element>(
     pp: &mut [T],
 ) {
     match geom.kw() {
-        1 => weight_grad_padded_impl::<T, 1>(geom, x, dy, co, dwk, pp),
-        3 => weight_grad_padded_impl::<T, 3>(geom, x, dy, co, dwk, pp),
-        5 => weight_grad_padded_impl::<T, 5>(geom, x, dy, co, dwk, pp),
-        _ => weight_grad_padded_impl::<T, 7>(geom, x, dy, co, dwk, pp),
+        1 => weight_grad_padded_impl::<T, 1>(geom, x, dy, co, dwk, pp, true),
+        3 => weight_grad_padded_impl::<T, 3>(geom, x, dy, co, dwk, pp, true),
+        5 => weight_grad_padded_impl::<T, 5>(geom, x, dy, co, dwk, pp, true),
+        _ => weight_grad_padded_impl::<T, 7>(geom, x, dy, co, dwk, pp, true),
     }
 }
 
@@ -953,6 +1020,16 @@ mod tests {
         assert_eq!(a, b);
         let (x, dy) = (v(g.input_len(), 4), v(g.output_len(), 5));
         let (mut da, mut db) = (vec![0f32; 9], vec![0f32; 9]);
+        // The padded weight gradient with the AVX2 3x3 rows (where they run)
+        // against its generic loop.
+        let mut pp = vec![f32::NAN; padded_len(&g)];
+        let (mut pa, mut pb) = (vec![0f32; 9], vec![0f32; 9]);
+        weight_grad_padded_impl::<f32, 3>(&g, &x, &dy, 4, &mut pa, &mut pp, true);
+        weight_grad_padded_impl::<f32, 3>(&g, &x, &dy, 4, &mut pb, &mut pp, false);
+        assert_eq!(
+            pa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            pb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
         weight_grad_channel(&g, &x, &dy, 4, &mut da);
         weight_grad_channel_impl(&g, &x, &dy, 4, &mut db);
         assert_eq!(da, db);
