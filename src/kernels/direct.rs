@@ -19,9 +19,9 @@
 //! input planes ([`forward_plane_padded`], [`weight_grad_padded_impl`]), so
 //! every pixel takes the register-blocked loop (undilated 3x3 kernels on f32
 //! with AVX2: two output rows at a time, [`plane_3x3_avx2`]), and the next
-//! plane in memory is prefetched while one is computed ([`prefetch_lines`]). The stride-1 input gradient
-//! is the forward loop on `dY` with the kernel flipped
-//! ([`flipped_plane_geometry`]); other strides scatter. The other weight
+//! plane in memory is prefetched while one is computed ([`prefetch_lines`]).
+//! The stride-1 input gradient is the forward loop on `dY` with the kernel
+//! flipped ([`flipped_plane_geometry`]); other strides scatter. The other weight
 //! gradients take one row dot product per tap. The summation order of every
 //! element is fixed (bias, then taps in `(ky, kx)` order; for the weight
 //! gradient images, rows, then 8 interleaved lanes per row), and the parallel
