@@ -32,7 +32,7 @@ use std::arch::x86_64::*;
 /// Most input channels (per group) for the direct forward. LeNet's first
 /// layer (1) and the stem (3) measured faster here than on the im2col
 /// path (numbers in `docs/design.md`); lenet_c2 (20 channels, `K = 500`)
-/// runs the GEMM well.
+/// runs the GEMM well. No suite row has 4 or 5 to measure the crossover.
 pub(crate) const SMALL_CIN_MAX: usize = 4;
 
 /// Output channels per register block (broadcast weights).
@@ -41,8 +41,8 @@ const CB: usize = 3;
 /// Pixel vectors (eight each) per register block: `CB x NV = 9`
 /// accumulators, `NV` input vectors and the broadcast weights fit the 16
 /// AVX2 registers. 4 x 3 did not: LLVM kept one accumulator on the stack,
-/// and its store-to-load chain held the loop to about a quarter of the FMA
-/// peak (LeNet conv1 24 GFLOP/s). Three vectors are one LeNet output row
+/// and its store-to-load chain (about 10 cycles a step instead of 6) held
+/// LeNet conv1's forward near 24 GFLOP/s. Three vectors are one LeNet output row
 /// (24 pixels); the stem's 112 take four blocks of three and one of two.
 const NV: usize = 3;
 
