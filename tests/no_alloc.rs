@@ -88,8 +88,14 @@ fn steady_state_steps_of_every_f32_pass_allocate_nothing() {
         s(2, 24, 10, 10, 40, 1, 1),
         // Depthwise (direct loops).
         s(2, 16, 40, 40, 16, 3, 3).padding(Padding::symmetric(1)).groups(16),
-        // LeNet's first layer: tiny c_in, 20 output channels.
+        // LeNet's first layer: tiny c_in, 20 output channels (the direct
+        // small-channel forward).
         s(4, 1, 28, 28, 20, 5, 5),
+        // A stem-like layer: 3 channels, 7x7, stride 2 (phase-split slab).
+        s(2, 3, 30, 30, 8, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
+        // Batch 1 on 14x14 with Auto: Winograd forward and input gradient
+        // (49 tiles), GEMM weight gradient.
+        s(1, 64, 14, 14, 64, 3, 3).padding(Padding::symmetric(1)),
     ];
     for spec in geometries {
         let g = spec.build().unwrap();
