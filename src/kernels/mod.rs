@@ -28,6 +28,29 @@ pub(crate) fn f32s_mut<T: Element>(s: &mut [T]) -> &mut [f32] {
     T::as_f32_mut(s).unwrap_or_else(|| unreachable!("an f32-only path chosen for another element type"))
 }
 
+/// Asks the cache for every 64-byte line of `s` (a hint: no effect on
+/// results). The packers ask for rows ahead of their copy, the depthwise
+/// loops for the next plane (measurements where they are used).
+#[inline(always)]
+pub(crate) fn prefetch<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..s.len()).step_by((64 / std::mem::size_of::<T>().max(1)).max(1)) {
+        // SAFETY: a prefetch never faults and only reads; the address lies
+        // inside `s`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().add(i).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
+/// [`prefetch`] of piece `i` of `s` cut into `parts` nearly equal pieces: a
+/// loop of `parts` steps spreads one slice's prefetches over its steps.
+#[inline(always)]
+pub(crate) fn prefetch_part<T>(s: &[T], i: usize, parts: usize) {
+    let parts = parts.max(1);
+    prefetch(&s[i * s.len() / parts..((i + 1) * s.len() / parts).min(s.len())]);
+}
+
 /// Whether the f32 passes run on ferroconv's own packed GEMM ([`sgemm`]) for
 /// element type `T`: f32 on a CPU with AVX2 and FMA, unless
 /// `FERROCONV_ISA=generic` forces the matrixmultiply path.

@@ -150,7 +150,7 @@ pub(crate) fn pack_b(src: &[f32], k: usize, n: usize, rs: usize, dst: &mut [f32]
     // hardware prefetcher: 2x slower on the 1x1 layer).
     for p in 0..k {
         if p + PACK_PREFETCH_ROWS < k {
-            prefetch_row(&src[(p + PACK_PREFETCH_ROWS) * rs..(p + PACK_PREFETCH_ROWS) * rs + n]);
+            super::prefetch(&src[(p + PACK_PREFETCH_ROWS) * rs..(p + PACK_PREFETCH_ROWS) * rs + n]);
         }
         let row = &src[p * rs..p * rs + n];
         for jp in 0..full {
@@ -176,19 +176,6 @@ pub(crate) fn pack_b(src: &[f32], k: usize, n: usize, rs: usize, dst: &mut [f32]
 /// 4 rows 43.1, 16 rows 43.3-47.3, 32 rows 48.8, 64 rows 44.2 GFLOP/s (two
 /// sets); its input gradient (which packs `dY` the same way) 31.1 -> 34.9.
 const PACK_PREFETCH_ROWS: usize = 16;
-
-/// Asks the cache for every line of `row` (a hint: no effect on results).
-#[inline(always)]
-fn prefetch_row(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for i in (0..row.len()).step_by(16) {
-        // SAFETY: a prefetch never faults and only reads; the address lies
-        // inside `row`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(i).cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
 
 /// Fewest packed elements worth spreading over the pool: below this, one
 /// thread packs faster than rayon splits the work.
