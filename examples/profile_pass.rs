@@ -4,10 +4,11 @@ use ferroconv::*;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let row = suite::rows().into_iter().find(|r| r.name == a[1]).unwrap();
-    // ALGO=gemm or ALGO=winograd forces an algorithm (default: Auto).
+    // ALGO=gemm, ALGO=winograd or ALGO=winograd4 forces an algorithm (default: Auto).
     let algo = match std::env::var("ALGO").as_deref() {
         Ok("gemm") => Algorithm::Gemm,
         Ok("winograd") => Algorithm::Winograd,
+        Ok("winograd4") => Algorithm::Winograd4x4,
         _ => Algorithm::Auto,
     };
     let g = row.geom.with_algorithm(algo).unwrap();

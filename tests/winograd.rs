@@ -1,7 +1,7 @@
-//! Winograd F(2x2, 3x3) against the f64 reference, in f32 and f64, on 600
-//! seeded random geometries per type and on edge shapes, with NaN-poisoned
-//! outputs; the algorithm preference (`Auto` picks the documented path,
-//! bitwise); bitwise determinism over thread counts.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) against the f64 reference, in f32
+//! and f64, on 600 seeded random geometries per type and on edge shapes, with
+//! NaN-poisoned outputs; the algorithm preference (`Auto` picks the
+//! documented path, bitwise); bitwise determinism over thread counts.
 //!
 //! Error bound. Winograd mixes the elements of one 2x2 output tile (forward,
 //! input gradient) or of one 3x3 kernel (weight gradient) through its
@@ -12,6 +12,14 @@
 //! gradient). Measured over these geometries: at most 1.03 (L + 1) eps M
 //! (input gradient of a dilated layer; forward 0.43, weight gradient 0.68),
 //! f32 and f64 together, so the GEMM bound's factor 2 holds with room.
+//!
+//! F(4x4, 3x3) (forward and input gradient; its weight gradient is
+//! F(2x2, 3x3)'s) mixes a 4x4 output tile, with transform entries up to 8
+//! and the inexact 1/6 and 1/24: `M` is then the largest `sum |terms|` in
+//! the element's 4x4 tile, and the measured largest error was 3.97
+//! (L + 1) eps M (f64 input gradient; forward 2.72 in f32, 2.19 in f64;
+//! f32 input gradient 3.30). The test bound is [`F4_FACTOR`] = 4 times the
+//! F(2x2, 3x3) one, `8 (L + 1) eps M`, the same twofold room.
 
 mod common;
 
@@ -23,6 +31,9 @@ use ferroconv::{
 use rand::RngExt;
 
 const RANDOM_CASES: u64 = 600;
+
+/// The F(4x4, 3x3) bound's factor over F(2x2, 3x3)'s (see the module docs).
+const F4_FACTOR: f64 = 4.0;
 
 fn random_winograd_geometry(r: &mut rand::rngs::StdRng) -> Conv2dGeometry {
     loop {
@@ -52,19 +63,19 @@ fn random_winograd_geometry(r: &mut rand::rngs::StdRng) -> Conv2dGeometry {
     }
 }
 
-/// Each element's magnitude replaced by the largest in its Winograd tile
-/// (planes of `h x w`): with dilation `(dh, dw)` the tile of pixel `(y, x)`
-/// is the 2x2 block of its phase sub-lattice, pixels
-/// `(y % dh + dh * (2 * (y / dh / 2) + a), x % dw + dw * (2 * (x / dw / 2) + b))`.
-fn tile_max(mag: &[f64], h: usize, w: usize, (dh, dw): (usize, usize)) -> Vec<f64> {
+/// Each element's magnitude replaced by the largest in its Winograd tile of
+/// `t x t` outputs (planes of `h x w`): with dilation `(dh, dw)` the tile of
+/// pixel `(y, x)` is the `t x t` block of its phase sub-lattice, pixels
+/// `(y % dh + dh * (t * (y / dh / t) + a), x % dw + dw * (t * (x / dw / t) + b))`.
+fn tile_max(mag: &[f64], h: usize, w: usize, (dh, dw): (usize, usize), t: usize) -> Vec<f64> {
     let mut out = vec![0.0; mag.len()];
     for (pi, plane) in mag.chunks(h * w).enumerate() {
         for y in 0..h {
             for x in 0..w {
-                let (y0, x0) = (y % dh + dh * (2 * (y / dh / 2)), x % dw + dw * (2 * (x / dw / 2)));
+                let (y0, x0) = (y % dh + dh * (t * (y / dh / t)), x % dw + dw * (t * (x / dw / t)));
                 let mut m: f64 = 0.0;
-                for a in 0..2 {
-                    for b in 0..2 {
+                for a in 0..t {
+                    for b in 0..t {
                         let (yy, xx) = (y0 + dh * a, x0 + dw * b);
                         if yy < h && xx < w {
                             m = m.max(plane[yy * w + xx]);
@@ -85,8 +96,27 @@ fn kernel_max(mag: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn check<T: Element>(geom: &Conv2dGeometry, seed: u64, ws: &mut Workspace<T>) {
+/// The largest error of `got` in units of `(len + 1) eps mag`.
+fn worst<T: Element>(got: &[T], want: &[f64], mag: &[f64], len: usize) -> f64 {
+    let unit = (len as f64 + 1.0) * T::EPSILON.to_f64();
+    got.iter()
+        .zip(want)
+        .zip(mag)
+        .map(|((g, w), m)| (g.to_f64() - w).abs() / (unit * m + 1e-300))
+        .fold(0.0, f64::max)
+}
+
+/// Checks the three passes of `geom` against the f64 reference; returns the
+/// largest errors of the forward, input gradient and weight gradient in
+/// units of `(L + 1) eps M` (see the module docs).
+fn check<T: Element>(geom: &Conv2dGeometry, seed: u64, ws: &mut Workspace<T>) -> [f64; 3] {
     let ctx = format!("seed {seed}, {:?}, {}", geom.algorithm(), describe(geom));
+    // F(4x4, 3x3) mixes a 4x4 output tile, with a larger error constant.
+    let (t, scale) = if geom.algorithm() == Algorithm::Winograd4x4 {
+        (4, F4_FACTOR)
+    } else {
+        (2, 1.0)
+    };
     let mut r = rng(seed);
     let x: Vec<T> = random_vec(&mut r, geom.input_len());
     let w: Vec<T> = random_vec(&mut r, geom.weight_len());
@@ -97,8 +127,9 @@ fn check<T: Element>(geom: &Conv2dGeometry, seed: u64, ws: &mut Workspace<T>) {
 
     let mut y = vec![T::NAN; geom.output_len()];
     conv2d_into(geom, &x, &w, Some(&b), &mut y, ws).unwrap();
-    let y_mag = tile_max(&e.y_mag, oh, ow, geom.dilation());
-    assert_close("forward+bias", &ctx, &y, &e.y, &y_mag, geom.k_len() + 1);
+    let y_mag: Vec<f64> = tile_max(&e.y_mag, oh, ow, geom.dilation(), t);
+    let y_tol: Vec<f64> = y_mag.iter().map(|m| m * scale).collect();
+    assert_close("forward+bias", &ctx, &y, &e.y, &y_tol, geom.k_len() + 1);
 
     let mut y = vec![T::NAN; geom.output_len()];
     conv2d_into(geom, &x, &w, None, &mut y, ws).unwrap();
@@ -107,23 +138,44 @@ fn check<T: Element>(geom: &Conv2dGeometry, seed: u64, ws: &mut Workspace<T>) {
             .enumerate()
             .map(|(i, v)| v - b[(i / ohw) % geom.c_out()].to_f64())
             .collect();
-    assert_close("forward", &ctx, &y, &no_bias, &y_mag, geom.k_len() + 1);
+    assert_close("forward", &ctx, &y, &no_bias, &y_tol, geom.k_len() + 1);
+    let fwd = worst(&y, &no_bias, &y_mag, geom.k_len() + 1);
 
     let mut dx = vec![T::NAN; geom.input_len()];
     conv2d_input_grad_into(geom, &dy, &w, &mut dx, ws).unwrap();
-    let dx_mag = tile_max(&e.dx_mag, geom.h(), geom.w(), geom.dilation());
-    assert_close("input_grad", &ctx, &dx, &e.dx, &dx_mag, geom.c_out() * 9);
+    let dx_mag = tile_max(&e.dx_mag, geom.h(), geom.w(), geom.dilation(), t);
+    let dx_tol: Vec<f64> = dx_mag.iter().map(|m| m * scale).collect();
+    assert_close("input_grad", &ctx, &dx, &e.dx, &dx_tol, geom.c_out() * 9);
+    let igrad = worst(&dx, &e.dx, &dx_mag, geom.c_out() * 9);
 
     let mut dw = vec![T::NAN; geom.weight_len()];
     conv2d_weight_grad_into(geom, &x, &dy, &mut dw, ws).unwrap();
-    assert_close("weight_grad", &ctx, &dw, &e.dw, &kernel_max(&e.dw_mag), geom.n() * ohw);
+    let dw_mag = kernel_max(&e.dw_mag);
+    assert_close("weight_grad", &ctx, &dw, &e.dw, &dw_mag, geom.n() * ohw);
+    [fwd, igrad, worst(&dw, &e.dw, &dw_mag, geom.n() * ohw)]
 }
 
+/// The random geometries under F(2x2, 3x3) and F(4x4, 3x3); prints the
+/// largest errors seen (`--nocapture`).
 fn run_random<T: Element>(seed_base: u64) {
     let mut ws = Workspace::new();
-    for case in 0..RANDOM_CASES {
-        let seed = seed_base + case;
-        check::<T>(&random_winograd_geometry(&mut rng(seed)), seed, &mut ws);
+    for algo in [Algorithm::Winograd, Algorithm::Winograd4x4] {
+        let mut most = [0.0f64; 3];
+        for case in 0..RANDOM_CASES {
+            let seed = seed_base + case;
+            let g = random_winograd_geometry(&mut rng(seed)).with_algorithm(algo).unwrap();
+            let errs = check::<T>(&g, seed, &mut ws);
+            for (m, e) in most.iter_mut().zip(errs) {
+                *m = m.max(e);
+            }
+        }
+        eprintln!(
+            "{algo:?} {}: largest error / ((L + 1) eps M): forward {:.3}, input gradient {:.3}, weight gradient {:.3}",
+            std::any::type_name::<T>(),
+            most[0],
+            most[1],
+            most[2]
+        );
     }
 }
 
@@ -172,7 +224,7 @@ fn edge_geometries() -> Vec<Conv2dGeometry> {
 #[test]
 fn edge_shapes() {
     for (i, g) in edge_geometries().iter().enumerate() {
-        for algo in [Algorithm::Winograd, Algorithm::Auto] {
+        for algo in [Algorithm::Winograd, Algorithm::Winograd4x4, Algorithm::Auto] {
             let g = g.with_algorithm(algo).unwrap();
             check::<f32>(&g, 500 + i as u64, &mut Workspace::new());
             check::<f64>(&g, 600 + i as u64, &mut Workspace::new());
@@ -254,27 +306,36 @@ fn auto_picks_the_documented_path() {
 
 #[test]
 fn winograd_is_bitwise_deterministic_across_thread_counts() {
-    let g = Conv2dSpec::new(3, 64, 40, 40, 64, 3, 3)
-        .padding(Padding::symmetric(1))
-        .algorithm(Algorithm::Winograd)
-        .build()
-        .unwrap();
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| passes::<f32>(&g))
-    };
-    let one = run(1);
-    for threads in [2, 3, 8] {
-        let t = run(threads);
-        assert_eq!(bits(&one.0), bits(&t.0), "forward, {threads} threads");
-        assert_eq!(bits(&one.1), bits(&t.1), "input gradient, {threads} threads");
-        assert_eq!(bits(&one.2), bits(&t.2), "weight gradient, {threads} threads");
+    for algo in [Algorithm::Winograd, Algorithm::Winograd4x4] {
+        let g = Conv2dSpec::new(3, 64, 40, 40, 64, 3, 3)
+            .padding(Padding::symmetric(1))
+            .algorithm(algo)
+            .build()
+            .unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| passes::<f32>(&g))
+        };
+        let one = run(1);
+        for threads in [2, 3, 8] {
+            let t = run(threads);
+            assert_eq!(bits(&one.0), bits(&t.0), "{algo:?} forward, {threads} threads");
+            assert_eq!(bits(&one.1), bits(&t.1), "{algo:?} input gradient, {threads} threads");
+            assert_eq!(bits(&one.2), bits(&t.2), "{algo:?} weight gradient, {threads} threads");
+        }
     }
 }
 
 #[test]
 fn winograd_rejects_geometries_it_cannot_run() {
     let base = || Conv2dSpec::new(1, 4, 9, 9, 4, 3, 3).algorithm(Algorithm::Winograd);
+    match base().algorithm(Algorithm::Winograd4x4).stride(2, 1).build() {
+        Err(ConvError::UnsupportedAlgorithm {
+            algorithm: Algorithm::Winograd4x4,
+            reason,
+        }) => assert!(reason.contains("stride 1"), "{reason}"),
+        other => panic!("expected UnsupportedAlgorithm (stride 1), got {other:?}"),
+    }
     let cases = [
         (
             Conv2dSpec::new(1, 4, 9, 9, 4, 5, 5).algorithm(Algorithm::Winograd),

@@ -101,8 +101,8 @@ pub(crate) fn forward<T: Element>(
     y: &mut [T],
     ws: &mut Workspace<T>,
 ) {
-    if super::winograd::selected::<T>(geom) {
-        let p = super::winograd::plan::<T>(geom);
+    if let Some(tile) = super::winograd::selected::<T>(geom) {
+        let p = super::winograd::plan::<T>(geom, tile);
         let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);
         super::winograd::forward(geom, &p, x, w, false, bias, y, packed, scratch);
         return;

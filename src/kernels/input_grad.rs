@@ -87,8 +87,8 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 
 /// `dx = conv_input_grad(dy, w)`; lengths already checked against `geom`.
 pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T], ws: &mut Workspace<T>) {
-    if let Some(tg) = super::winograd::input_grad_geometry::<T>(geom) {
-        let p = super::winograd::plan::<T>(&tg);
+    if let Some((tg, tile)) = super::winograd::input_grad_geometry::<T>(geom) {
+        let p = super::winograd::plan::<T>(&tg, tile);
         let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);
         super::winograd::forward(&tg, &p, dy, w, true, None, dx, packed, scratch);
         return;

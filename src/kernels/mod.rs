@@ -13,6 +13,7 @@ pub(crate) mod sgemm;
 pub(crate) mod small_cin;
 pub(crate) mod weight_grad;
 pub(crate) mod winograd;
+pub(crate) mod winograd4;
 pub(crate) mod winograd_simd;
 
 use crate::element::Element;
@@ -64,8 +65,8 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
     if direct::eligible(geom) {
         return (direct::scratch_len(geom), 0, 0, 0);
     }
-    let (f_scratch, f_packed, index) = if winograd::selected::<T>(geom) {
-        let p = winograd::plan::<T>(geom);
+    let (f_scratch, f_packed, index) = if let Some(tile) = winograd::selected::<T>(geom) {
+        let p = winograd::plan::<T>(geom, tile);
         (p.parts * p.scratch_len, p.packed_len, 0)
     } else if small_cin::eligible::<T>(geom) {
         let p = small_cin::plan(geom);
@@ -77,8 +78,8 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
         let f = forward::plan::<T>(geom);
         (f.parts * f.scratch_len.max(1), f.packed_len, 0)
     };
-    let winograd_input = winograd::input_grad_geometry::<T>(geom).map(|tg| {
-        let p = winograd::plan::<T>(&tg);
+    let winograd_input = winograd::input_grad_geometry::<T>(geom).map(|(tg, tile)| {
+        let p = winograd::plan::<T>(&tg, tile);
         (p.parts * p.scratch_len, p.packed_len, 0)
     });
     let (i_scratch, i_packed, i_index) = match winograd_input {

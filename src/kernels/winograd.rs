@@ -33,6 +33,12 @@
 //! output), `dU[co][ci] = sum over tiles t of dM_t[co] ⊙ V_t[ci]` (again one
 //! GEMM per position, tiles as the reduction) and `dW[co][ci] = G^T dU[co][ci] G`.
 //!
+//! F(4x4, 3x3) ([`Tile::F4`], `Algorithm::Winograd4x4`; transforms in
+//! [`super::winograd4`]) runs the same forward with 4x4 output tiles read
+//! from 6x6 patches: 36 GEMMs of `c_out x c_in x tiles`, each tile now
+//! covering 16 outputs (4x fewer multiplications than direct). The weight
+//! gradient stays F(2x2, 3x3).
+//!
 //! Layout and parallelism. The forward cuts the tiles of the whole batch
 //! (image-major, then row-major) into tasks of [`LANES`]-multiples; a task
 //! transforms its tiles for every input channel in blocks of up to [`SEG`]
@@ -58,12 +64,38 @@ use super::sgemm::{self, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::winograd_simd::weight_block_avx2;
 use super::winograd_simd::{even_elements, input_tiles, output_grad_tiles, output_tiles, store_channels};
+use super::winograd4::{NE4, Rows4, input_tiles4, output_tiles4, weight_tiles4, weight_transform4};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::{Algorithm, Conv2dGeometry};
 
 /// Positions of one transformed tile (4 x 4).
 pub(crate) const NE: usize = 16;
+
+/// The output tile of a Winograd forward: F(2x2, 3x3), or F(4x4, 3x3)
+/// ([`super::winograd4`]; the forward pass and the input gradient only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tile {
+    /// 2x2 outputs from 4x4 inputs, 16 positions.
+    F2,
+    /// 4x4 outputs from 6x6 inputs, 36 positions.
+    F4,
+}
+
+impl Tile {
+    /// Output pixels per tile side.
+    pub(crate) const fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Positions of a transformed tile, `(m + 2)^2`.
+    pub(crate) const fn ne(self) -> usize {
+        (self.m() + 2) * (self.m() + 2)
+    }
+}
 /// Tiles transformed together, one per SIMD lane: one GEMM `B` panel.
 pub(crate) const LANES: usize = NR;
 
@@ -140,7 +172,7 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
     match geom.algorithm() {
         Algorithm::Gemm => false,
         // `Conv2dGeometry::new` rejects a geometry Winograd cannot run.
-        Algorithm::Winograd => geom.winograd_unsupported().is_none(),
+        Algorithm::Winograd | Algorithm::Winograd4x4 => geom.winograd_unsupported().is_none(),
         Algorithm::Auto => {
             let tiles = geom.n() * geom.oh().div_ceil(2) * geom.ow().div_ceil(2);
             super::packed_path::<T>()
@@ -151,9 +183,16 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
     }
 }
 
-/// Whether the forward pass of `geom` runs Winograd for element type `T`.
-pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> bool {
-    chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES)
+/// The tile the forward pass of `geom` (and its input gradient) runs
+/// Winograd with for element type `T`, if it does.
+pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
+    if !chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES) {
+        return None;
+    }
+    Some(match geom.algorithm() {
+        Algorithm::Winograd4x4 => Tile::F4,
+        _ => Tile::F2,
+    })
 }
 
 /// Whether the weight gradient of `geom` runs Winograd for element type `T`.
@@ -168,16 +207,14 @@ pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> bool {
 
 /// The forward geometry whose Winograd forward is `geom`'s input gradient,
 /// where Winograd is [`selected`] for `geom`.
-pub(crate) fn input_grad_geometry<T>(geom: &Conv2dGeometry) -> Option<Conv2dGeometry> {
-    if selected::<T>(geom) {
-        super::implicit::input_grad_geometry(geom)
-    } else {
-        None
-    }
+pub(crate) fn input_grad_geometry<T>(geom: &Conv2dGeometry) -> Option<(Conv2dGeometry, Tile)> {
+    let tile = selected::<T>(geom)?;
+    super::implicit::input_grad_geometry(geom).map(|g| (g, tile))
 }
 
 /// How one forward call is cut into tasks.
 pub(crate) struct Plan {
+    tile: Tile,
     grid: Grid,
     ntiles: usize,
     /// Tiles per task (a multiple of [`LANES`]).
@@ -207,26 +244,28 @@ fn u_len(packed: bool, cout: usize, cin: usize) -> usize {
 
 /// The forward plan of `geom` (the geometry the Winograd forward runs: the
 /// layer's own, or its input gradient's).
-pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
+pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
     let packed = super::packed_path::<T>();
     let (cin, cout) = (geom.c_in(), geom.c_out());
-    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation());
+    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation(), tile.m());
     let ntiles = geom.n() * grid.per_image;
-    let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
+    let ne = tile.ne();
+    let per_tile = ne * (cin + cout) * std::mem::size_of::<T>();
     let by_bytes = (TASK_BYTES / per_tile / LANES).max(1) * LANES;
     let threads = rayon::current_num_threads().max(1);
     let by_tasks = ntiles.div_ceil(threads * TASKS_PER_THREAD).div_ceil(LANES) * LANES;
     let block = by_bytes.min(by_tasks).max(LANES);
     let ntasks = ntiles.div_ceil(block);
     Plan {
+        tile,
         grid,
         ntiles,
         block,
         ntasks,
         packed,
         parts: parts_for(ntasks),
-        scratch_len: NE * (cin + cout) * block + 64,
-        packed_len: NE * u_len(packed, cout, cin) + 64,
+        scratch_len: ne * (cin + cout) * block + 64,
+        packed_len: ne * u_len(packed, cout, cin) + 64,
     }
 }
 
@@ -254,10 +293,10 @@ struct Segment {
 /// The tile grid of one call. A dilated convolution (dilation `dh x dw`) is
 /// `dh * dw` undilated ones on the phase sub-lattices: phase `(py, px)`
 /// owns the outputs `(py + dh * i, px + dw * j)` and reads the inputs on the
-/// same sub-lattice, so each phase is tiled on its own: tile `(ty, tx)` of
-/// phase `(py, px)` covers outputs `(py + dh (2ty + a), px + dw (2tx + b))`
-/// and reads the padded input rows `py + dh (2ty + r)`, columns
-/// `px + dw (2tx + c)`. Undilated, the one phase is the whole output. Each
+/// same sub-lattice, so each phase is tiled on its own: with tiles of
+/// `m x m` outputs ([`Tile::m`]), tile `(ty, tx)` of phase `(py, px)` covers
+/// outputs `(py + dh (m ty + a), px + dw (m tx + b))` and reads the padded
+/// input rows `py + dh (m ty + r)`, columns `px + dw (m tx + c)`. Undilated, the one phase is the whole output. Each
 /// phase has `nty x ntx` tiles (enough for the largest phase; outputs past
 /// the image are dropped); images are tiled phase-major, then row-major.
 #[derive(Clone, Copy)]
@@ -272,9 +311,10 @@ struct Grid {
 }
 
 impl Grid {
-    /// The grid of a geometry with `oh x ow` outputs and dilation `(dh, dw)`.
-    fn new(oh: usize, ow: usize, (dh, dw): (usize, usize)) -> Self {
-        let (nty, ntx) = (oh.div_ceil(dh).div_ceil(2), ow.div_ceil(dw).div_ceil(2));
+    /// The grid of `m x m` tiles of a geometry with `oh x ow` outputs and
+    /// dilation `(dh, dw)`.
+    fn new(oh: usize, ow: usize, (dh, dw): (usize, usize), m: usize) -> Self {
+        let (nty, ntx) = (oh.div_ceil(dh).div_ceil(m), ow.div_ceil(dw).div_ceil(m));
         Grid {
             ntx,
             per_phase: nty * ntx,
@@ -436,6 +476,56 @@ fn input_rows_impl<T: Element>(
 }
 
 super::isa::dispatch!(
+    /// [`input_rows`] for F(4x4, 3x3) ([`Tile::F4`]): each run of tiles from
+    /// its six patch rows by [`input_tiles4`].
+    fn input_rows4<T>(x: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows4<T>, v: &mut Rows4<T>) => input_rows4_impl
+);
+
+#[inline(always)]
+fn input_rows4_impl<T: Element>(
+    x: &[T],
+    src: &Plane,
+    grid: Grid,
+    ch: usize,
+    tiles: Range<usize>,
+    d: &mut Rows4<T>,
+    v: &mut Rows4<T>,
+) {
+    let (a, b) = (tiles.start, tiles.end);
+    // `d` (36 x SEG) holds the six padded runs (4 SEG + 2 each).
+    const RUN: usize = 4 * SEG + 2;
+    let (pb, _) = d.as_flattened_mut().split_at_mut(6 * RUN);
+    let mut bufs = pb.chunks_exact_mut(RUN);
+    let mut bufs: [&mut [T]; 6] = std::array::from_fn(|_| bufs.next().unwrap());
+    for s in grid.segments(a, b) {
+        let plane = &x[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
+        // Tile i reads padded columns c0 + dw (4i + c), c < 6, of patch rows
+        // py + dh (4 ty + r) (see [`Grid`]).
+        let c0 = s.px + 4 * src.dw * s.tx0;
+        // A run shorter than a register (4 tiles per row on a 14x14 or
+        // 16x16 layer) is transformed as 8 tiles where they fit in `v`, as
+        // in [`input_rows`].
+        let len = if s.len < 8 && s.t - a + 8 <= SEG && avx2_f32::<T>() {
+            8
+        } else {
+            s.len
+        };
+        let span = 4 * len + 2;
+        let iy = |r: usize| s.py + src.dh * (4 * s.ty + r);
+        let [b0, b1, b2, b3, b4, b5] = &mut bufs;
+        let p = [
+            padded_run(plane, src, iy(0), c0, span, b0),
+            padded_run(plane, src, iy(1), c0, span, b1),
+            padded_run(plane, src, iy(2), c0, span, b2),
+            padded_run(plane, src, iy(3), c0, span, b3),
+            padded_run(plane, src, iy(4), c0, span, b4),
+            padded_run(plane, src, iy(5), c0, span, b5),
+        ];
+        input_tiles4(p, v, s.t - a, len);
+    }
+}
+
+super::isa::dispatch!(
     /// `dM = A dY A^T` of channel `ch` (of an `h x w` output gradient) for
     /// `tiles` into `dm[e][..tiles.len()]`; `dY` past the plane is zero. Each
     /// run of tiles along a tile row in one step ([`output_grad_tiles`],
@@ -491,13 +581,14 @@ fn weight_transform<T: Element>(g: [[T; 3]; 3]) -> [T; NE] {
     u
 }
 
-/// Transforms the weights of `geom`'s forward into the 16 GEMM operands
-/// `U_e` (`c_out x c_in`), packed as `A` panels on the packed path, row-major
-/// otherwise. With `flipped`, `w` holds the weights of the layer whose input
-/// gradient `geom` is: `geom`'s kernel `(o, i, ky, kx)` is
-/// `w[i][o][2 - ky][2 - kx]`.
-fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, packed: bool, u: &mut [T]) {
+/// Transforms the weights of `geom`'s forward into the GEMM operands `U_e`
+/// (`c_out x c_in`, one per position of `tile`), packed as `A` panels on the
+/// packed path, row-major otherwise. With `flipped`, `w` holds the weights
+/// of the layer whose input gradient `geom` is: `geom`'s kernel
+/// `(o, i, ky, kx)` is `w[i][o][2 - ky][2 - kx]`.
+fn transform_weights<T: Element>(geom: &Conv2dGeometry, tile: Tile, w: &[T], flipped: bool, packed: bool, u: &mut [T]) {
     let (cout, cin) = (geom.c_out(), geom.c_in());
+    let ne = tile.ne();
     let ulen = u_len(packed, cout, cin);
     let base = SharedMut(u.as_mut_ptr());
     let ulen_all = u.len();
@@ -506,20 +597,25 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, 
         // Task `ip`'s elements of every position: packed, panel `ip` (MR
         // rows, the ones past `c_out` zero); row-major, rows o0..o1.
         let len = if packed { MR * cin } else { (o1 - o0) * cin };
-        assert!((NE - 1) * ulen + o0 * cin + len <= ulen_all);
-        let mut planes: [&mut [T]; NE] = std::array::from_fn(|e| {
-            // SAFETY: inside `u` (checked above); the 16 ranges lie in
+        assert!((ne - 1) * ulen + o0 * cin + len <= ulen_all);
+        let mut planes: [&mut [T]; NE4] = std::array::from_fn(|e| {
+            if e >= ne {
+                return &mut [][..];
+            }
+            // SAFETY: inside `u` (checked above); the `ne` ranges lie in
             // different positions' planes, and no other task writes rows
             // o0..o1 (or panel ip) of any plane.
             unsafe { std::slice::from_raw_parts_mut(base.get().add(e * ulen + o0 * cin), len) }
         });
+        let planes = &mut planes[..ne];
         // Input channel outer: the task's MR output rows are then read as
         // MR sequential streams (flipped: one contiguous run of MR kernels
         // per input channel) and the packed panel is written in order. On
-        // AVX2, eight input channels at a time ([`weight_block_avx2`]).
+        // AVX2, eight input channels at a time ([`weight_block_avx2`],
+        // F(2x2, 3x3) only).
         let mut i0 = 0;
         #[cfg(target_arch = "x86_64")]
-        if packed && avx2_f32::<T>() {
+        if packed && tile == Tile::F2 && avx2_f32::<T>() {
             let w = f32s(w);
             let (rs, ls) = if flipped { (9, cout * 9) } else { (cin * 9, 9) };
             let tap0 = |i: usize| {
@@ -542,6 +638,38 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, 
                 i0 += 8;
             }
         }
+        if packed && tile == Tile::F4 {
+            // F(4x4, 3x3): the panel's kernels of up to WCH input channels
+            // gathered tap by tap in panel order (`i * MR + o - o0`, zeros
+            // past `c_out`), then transformed eight at a time
+            // ([`weight_tiles4`]) straight into the panel rows.
+            const WCH: usize = 32;
+            let mut taps = [[T::ZERO; WCH * MR]; 9];
+            while i0 < cin {
+                let ic = WCH.min(cin - i0);
+                for i in 0..ic {
+                    for r in 0..MR {
+                        let o = o0 + r;
+                        let l = i * MR + r;
+                        for (t, tap) in taps.iter_mut().enumerate() {
+                            tap[l] = if o >= o1 {
+                                T::ZERO
+                            } else if flipped {
+                                w[((i0 + i) * cout + o) * 9 + 8 - t]
+                            } else {
+                                w[(o * cin + i0 + i) * 9 + t]
+                            };
+                        }
+                    }
+                }
+                let g: [&[T]; 9] = std::array::from_fn(|t| &taps[t][..ic * MR]);
+                let mut rows = planes.iter_mut();
+                let mut out: [&mut [T]; NE4] =
+                    std::array::from_fn(|_| &mut rows.next().unwrap()[i0 * MR..(i0 + ic) * MR]);
+                weight_tiles4(&g, &mut out, ic * MR);
+                i0 += ic;
+            }
+        }
         for i in i0..cin {
             for o in o0..o1 {
                 let g = if flipped {
@@ -551,7 +679,14 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, w: &[T], flipped: bool, 
                     let k = &w[(o * cin + i) * 9..][..9];
                     [[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]]
                 };
-                let ue = weight_transform(g);
+                let ue = match tile {
+                    Tile::F2 => {
+                        let mut ue = [T::ZERO; NE4];
+                        ue[..NE].copy_from_slice(&weight_transform(g));
+                        ue
+                    }
+                    Tile::F4 => weight_transform4(g),
+                };
                 let at = if packed { i * MR + o - o0 } else { (o - o0) * cin + i };
                 for (plane, &val) in planes.iter_mut().zip(&ue) {
                     plane[at] = val;
@@ -596,10 +731,11 @@ pub(crate) fn forward<T: Element>(
         dh,
         dw,
     };
+    let (tile, ne) = (p.tile, p.tile.ne());
     let ulen = u_len(p.packed, cout, cin);
     let uo = align64(packed);
-    let u = &mut packed[uo..uo + NE * ulen];
-    transform_weights(geom, w, flipped, p.packed, u);
+    let u = &mut packed[uo..uo + ne * ulen];
+    transform_weights(geom, tile, w, flipped, p.packed, u);
     let u: &[T] = u;
     let grid = p.grid;
     let ybase = SharedMut(y.as_mut_ptr());
@@ -611,14 +747,17 @@ pub(crate) fn forward<T: Element>(
         let t1 = (t0 + block).min(p.ntiles);
         let nt = t1 - t0;
         let so = align64(s);
-        let (v, m) = s[so..so + NE * (ve + me)].split_at_mut(NE * ve);
-        let mut rows = [[T::ZERO; SEG]; NE];
-        let mut tmp = [[T::ZERO; SEG]; NE];
+        let (v, m) = s[so..so + ne * (ve + me)].split_at_mut(ne * ve);
+        let mut rows: Rows4<T> = [[T::ZERO; SEG]; NE4];
+        let mut tmp: Rows4<T> = [[T::ZERO; SEG]; NE4];
         for ba in (t0..t1).step_by(SEG) {
             let bb = (ba + SEG).min(t1);
             let (t, len) = (ba - t0, bb - ba);
             for ci in 0..cin {
-                input_rows(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows);
+                match tile {
+                    Tile::F2 => input_rows(x, &src, grid, ci, ba..bb, first16(&mut tmp), first16(&mut rows)),
+                    Tile::F4 => input_rows4(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows),
+                }
                 if p.packed {
                     // B panels of 16 tiles, step `ci` (`t` is a multiple of
                     // 16, so the pieces are whole panel rows but the last).
@@ -642,7 +781,7 @@ pub(crate) fn forward<T: Element>(
                 }
             }
         }
-        for e in 0..NE {
+        for e in 0..ne {
             if p.packed {
                 let (u, v, m) = (f32s(u), f32s(v), f32s_mut(m));
                 // SAFETY: `U_e` holds ceil(cout/MR) panels of `cin` steps,
@@ -685,49 +824,55 @@ pub(crate) fn forward<T: Element>(
                 }
             }
         }
-        // Each run of tiles along a tile row goes into its two output rows
-        // ([`output_tiles`]): directly when undilated, else through `line`
-        // and out with stride `dw` (the run's columns of its phase).
-        let mut line = [[T::ZERO; 2 * SEG]; 2];
+        // Each run of tiles along a tile row goes into its `mt` output rows
+        // ([`output_tiles`], [`output_tiles4`]): directly when undilated,
+        // else through `line` and out with stride `dw` (the run's columns of
+        // its phase).
+        let mt = tile.m();
+        let mut line = [[T::ZERO; 4 * SEG]; 4];
         for sg in grid.segments(t0, t1) {
-            let ox0 = sg.px + 2 * dw * sg.tx0;
+            let ox0 = sg.px + mt * dw * sg.tx0;
             if ox0 >= ow {
                 continue;
             }
-            let wlen = (ow - ox0).div_ceil(dw).min(2 * sg.len);
+            let wlen = (ow - ox0).div_ceil(dw).min(mt * sg.len);
             for co in 0..cout {
                 let b = bias.map_or(T::ZERO, |b| b[co]);
-                let at = |a: usize| {
-                    let oy = sg.py + dh * (2 * sg.ty + a);
-                    (oy < oh).then(|| ((sg.n * cout + co) * oh + oy) * ow + ox0)
-                };
-                let (at0, at1) = (at(0), at(1));
-                let mt = co * block + sg.t - t0;
-                if dw == 1 {
-                    let row = |at: Option<usize>| {
+                let at: [Option<usize>; 4] = std::array::from_fn(|a| {
+                    let oy = sg.py + dh * (mt * sg.ty + a);
+                    (a < mt && oy < oh).then(|| ((sg.n * cout + co) * oh + oy) * ow + ox0)
+                });
+                let at_m = co * block + sg.t - t0;
+                let rows: [Option<&mut [T]>; 4] = if dw == 1 {
+                    at.map(|at| {
                         at.map(|at| {
                             assert!(at + wlen <= ylen);
                             // SAFETY: `at .. at + wlen` lies inside `y`
                             // (checked) and holds pixels of this task's
                             // tiles only, which no other task touches; the
-                            // two rows are distinct.
+                            // rows are distinct.
                             unsafe { std::slice::from_raw_parts_mut(ybase.get().add(at), wlen) }
                         })
-                    };
-                    output_tiles(m, me, mt, sg.len, b, [row(at0), row(at1)]);
+                    })
+                } else {
+                    let mut lines = line.iter_mut();
+                    at.map(|at| {
+                        let l = lines.next().unwrap();
+                        at.map(|_| &mut l[..wlen])
+                    })
+                };
+                match tile {
+                    Tile::F2 => {
+                        let [r0, r1, _, _] = rows;
+                        output_tiles(m, me, at_m, sg.len, b, [r0, r1]);
+                    }
+                    Tile::F4 => output_tiles4(m, me, at_m, sg.len, b, rows),
+                }
+                if dw == 1 {
                     continue;
                 }
-                let [l0, l1] = &mut line;
-                output_tiles(
-                    m,
-                    me,
-                    mt,
-                    sg.len,
-                    b,
-                    [at0.map(|_| &mut l0[..wlen]), at1.map(|_| &mut l1[..wlen])],
-                );
-                for (at, l) in [(at0, &line[0]), (at1, &line[1])] {
-                    let Some(at) = at else { continue };
+                for (at, l) in at.iter().zip(&line) {
+                    let Some(at) = *at else { continue };
                     assert!(at + dw * (wlen - 1) < ylen);
                     for (j, &v) in l[..wlen].iter().enumerate() {
                         // SAFETY: inside `y` (checked for the last); the
@@ -738,6 +883,11 @@ pub(crate) fn forward<T: Element>(
             }
         }
     });
+}
+
+/// The first 16 rows of a block: the [`Rows`] of an F(2x2, 3x3) tile.
+fn first16<T>(rows: &mut Rows4<T>) -> &mut Rows<T> {
+    (&mut rows[..NE]).try_into().unwrap()
 }
 
 /// How one weight-gradient call walks the tiles.
@@ -764,7 +914,7 @@ fn wgrad_planes(packed: bool, cin: usize, cout: usize, k: usize) -> (usize, usiz
 pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
     let packed = super::packed_path::<T>();
     let (cin, cout) = (geom.c_in(), geom.c_out());
-    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation());
+    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation(), 2);
     let ntiles = geom.n() * grid.per_image;
     let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
     let chunk = (WGRAD_CHUNK_BYTES / per_tile)
@@ -1047,7 +1197,7 @@ mod tests {
         let ulen = u_len(true, cout, cin);
         for flipped in [false, true] {
             let mut u = vec![f32::NAN; NE * ulen];
-            transform_weights(&geom, &w, flipped, true, &mut u);
+            transform_weights(&geom, super::Tile::F2, &w, flipped, true, &mut u);
             for o in 0..cout.div_ceil(MR) * MR {
                 for i in 0..cin {
                     let want = if o >= cout {
