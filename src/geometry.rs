@@ -29,13 +29,21 @@ use crate::error::ConvError;
 /// runs as one undilated Winograd convolution per dilation phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Algorithm {
-    /// ferroconv picks per pass, shape and element type: Winograd
-    /// F(2x2, 3x3) for f32 3x3 stride-1 layers (any dilation, one group,
-    /// padding at most 2 x dilation) with at least 48 tiles of 2x2 outputs
-    /// (64 for the weight gradient) and at least 64 input and output channels
-    /// (128 for the weight gradient of a dilated layer), where it measured faster than the GEMM paths
-    /// (`kernels/winograd.rs` has the numbers); the GEMM lowering everywhere
-    /// else, and always for f64.
+    /// ferroconv picks per pass, shape and element type, among the paths
+    /// that measured fastest (`kernels/winograd.rs` has the numbers), for
+    /// f32 3x3 stride-1 layers (any dilation, one group, padding at most 2 x
+    /// dilation):
+    /// - forward pass and input gradient: Winograd F(4x4, 3x3) with at least
+    ///   32 input and output channels and 64 tiles of 4x4 outputs, unless
+    ///   its tiles cover more than 9/8 of the outputs F(2x2, 3x3)'s do (an
+    ///   output side of 14 or 7); else F(2x2, 3x3) with at least 64 channels
+    ///   and 48 tiles of 2x2 outputs;
+    /// - weight gradient: F(2x2, 3x3) with at least 64 channels (128 when
+    ///   dilated) and 64 tiles of 2x2 outputs.
+    ///
+    /// The GEMM lowering everywhere else, and always for f64. F(4x4, 3x3)
+    /// rounds more than the other paths (see [`Algorithm::Winograd4x4`]);
+    /// pick [`Algorithm::Gemm`] or [`Algorithm::Winograd`] to rule it out.
     #[default]
     Auto,
     /// Never Winograd: every output element is one dot product (the

@@ -82,6 +82,9 @@ fn steady_state_steps_of_every_f32_pass_allocate_nothing() {
         s(3, 64, 40, 40, 64, 3, 3)
             .padding(Padding::symmetric(1))
             .algorithm(Algorithm::Winograd),
+        // Winograd F(4x4, 3x3) forward and input gradient (Auto's choice
+        // here: 32 channels, 4 x 25 tiles of 4x4), GEMM weight gradient.
+        s(4, 32, 20, 20, 32, 3, 3).padding(Padding::symmetric(1)),
         // Strided: im2col panels, own GEMM + col2im, column-tile sums.
         s(2, 32, 15, 15, 48, 3, 3).stride(2, 2).padding(Padding::same()),
         // Pointwise.

@@ -302,6 +302,35 @@ fn auto_picks_the_documented_path() {
     let auto = passes::<f32>(&g.build().unwrap());
     let gemm = passes::<f32>(&g.algorithm(Algorithm::Gemm).build().unwrap());
     assert!(same(&auto.0, &gemm.0) && same(&auto.1, &gemm.1) && same(&auto.2, &gemm.2));
+    // F(4x4, 3x3) for the forward pass and the input gradient from 32
+    // channels and 64 tiles of 4x4 (here 4 x 16), the weight gradient on GEMM
+    // below 64 channels; 14x14 outputs (four 4x4 tiles covering 16 per side)
+    // stay on F(2x2, 3x3); 2 images of 16x16 (32 tiles of 4x4) too.
+    for (g, f4, w_wino) in [
+        (Conv2dSpec::new(4, 32, 16, 16, 32, 3, 3), true, false),
+        (Conv2dSpec::new(4, 64, 16, 16, 64, 3, 3), true, true),
+        (Conv2dSpec::new(4, 64, 14, 14, 64, 3, 3), false, true),
+        (Conv2dSpec::new(2, 64, 16, 16, 64, 3, 3), false, true),
+    ] {
+        let g = g.padding(Padding::symmetric(1));
+        let auto = passes::<f32>(&g.build().unwrap());
+        let wino = passes::<f32>(&g.algorithm(Algorithm::Winograd).build().unwrap());
+        let wino4 = passes::<f32>(&g.algorithm(Algorithm::Winograd4x4).build().unwrap());
+        let gemm = passes::<f32>(&g.algorithm(Algorithm::Gemm).build().unwrap());
+        let packed = !same(&wino.0, &gemm.0) && std::env::var("FERROCONV_ISA").as_deref() != Ok("generic");
+        let want = match (packed, f4) {
+            (false, _) => &gemm,
+            (true, true) => &wino4,
+            (true, false) => &wino,
+        };
+        let want_w = if packed && w_wino { &wino } else { &gemm };
+        let ctx = format!("{:?}", g.build().unwrap());
+        assert!(same(&auto.0, &want.0), "forward: {ctx}");
+        assert!(same(&auto.1, &want.1), "input gradient: {ctx}");
+        assert!(same(&auto.2, &want_w.2), "weight gradient: {ctx}");
+        // Winograd4x4's weight gradient is F(2x2, 3x3)'s.
+        assert!(same(&wino4.2, &wino.2), "F(4x4) weight gradient: {ctx}");
+    }
 }
 
 #[test]

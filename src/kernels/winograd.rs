@@ -142,6 +142,37 @@ pub(crate) const AUTO_MIN_CHANNELS: usize = 64;
 /// crossover is not measured.
 pub(crate) const AUTO_MIN_TILES: usize = 48;
 
+/// Fewest input and output channels for which `Auto` runs the forward pass
+/// and the input gradient by F(4x4, 3x3) ([`Tile::F4`]), where
+/// [`AUTO_MIN_TILES_F4`] and [`AUTO_MAX_WASTE_F4`] allow it. 1 thread,
+/// medians of 5 alternating runs, GFLOP/s, F(2x2, 3x3) / F(4x4, 3x3) / GEMM
+/// paths: cifar_3x3 (32 channels) forward 38.0 / 66.0 / 50.4, input
+/// gradient 30.9 / 49.3 / 47.1 (2 threads: forward 71.6 / 96.2 / 89.7);
+/// resnet_3x3_56 (64) 75.6 / 112.7 / 64.7 and 69.1 / 109.1 / 57.0 (2
+/// threads: forward 126.9 / 186.4 / 105.4); dilated_3x3d2 (64, dilation 2)
+/// 55.5 / 76.5 / 55.0 and 49.4 / 68.7 / 57.7 (2 threads: forward
+/// 123.1 / 164.1 / 105.7). No suite row has fewer channels.
+pub(crate) const AUTO_MIN_CHANNELS_F4: usize = 32;
+
+/// Fewest 4x4 tiles (`n * dh * dw * ceil(oh / dh / 4) * ceil(ow / dw / 4)`)
+/// for which `Auto` picks F(4x4, 3x3). infer_b1_3x3 (one 14x14 image, 16
+/// tiles, 256 channels) measured F(2x2, 3x3) 56.7 against 51.9 GFLOP/s
+/// (forward, 1 thread, medians of 5): the per-call weight transform
+/// (36 x 256 x 256 values) is not repaid by 16 tiles. The next suite row
+/// with F(4x4) tiles has 512 (cifar_3x3); the crossover between is not
+/// measured.
+pub(crate) const AUTO_MIN_TILES_F4: usize = 64;
+
+/// Most outputs (in eighths) that `Auto` lets F(4x4, 3x3)'s tiles cover
+/// beyond those F(2x2, 3x3)'s cover: an output side of 14 takes four 4x4
+/// tiles (16 outputs, 1.31x the area) against seven 2x2 tiles (exact).
+/// resnet_3x3_14 (256 channels, 14x14) measured F(2x2, 3x3) against
+/// F(4x4, 3x3) (1 thread, medians of 7): forward 97.7 / 94.0, input gradient
+/// 95.0 / 78.2; 2 threads 180.7 / 212.6 and 187.9 / 202.7: a wash at 1.31x,
+/// so the limit is 9/8 (every suite row but the 14x14 ones covers the same
+/// outputs either way).
+pub(crate) const AUTO_MAX_WASTE_F4: usize = 9;
+
 /// Fewest input and output channels for which `Auto` runs the weight
 /// gradient of an undilated layer by Winograd. Since the chunk transforms
 /// are stored through 8 x 8 transposes ([`store_channels`]), GEMM paths
@@ -184,15 +215,27 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
 }
 
 /// The tile the forward pass of `geom` (and its input gradient) runs
-/// Winograd with for element type `T`, if it does.
+/// Winograd with for element type `T`, if it does. Under `Auto`:
+/// F(4x4, 3x3) from [`AUTO_MIN_CHANNELS_F4`] channels and
+/// [`AUTO_MIN_TILES_F4`] tiles where its tiles cover at most
+/// [`AUTO_MAX_WASTE_F4`] / 8 of F(2x2, 3x3)'s outputs, else F(2x2, 3x3) where
+/// [`AUTO_MIN_CHANNELS`] and [`AUTO_MIN_TILES`] allow it.
 pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
-    if !chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES) {
-        return None;
+    match geom.algorithm() {
+        Algorithm::Winograd4x4 => chosen::<T>(geom, 0, 0).then_some(Tile::F4),
+        Algorithm::Auto if chosen::<T>(geom, AUTO_MIN_CHANNELS_F4, 0) => {
+            let (dh, dw) = geom.dilation();
+            let (ph, pw) = (geom.oh().div_ceil(dh), geom.ow().div_ceil(dw));
+            let cover = |m: usize| ph.div_ceil(m) * m * pw.div_ceil(m) * m;
+            let tiles4 = geom.n() * dh * dw * ph.div_ceil(4) * pw.div_ceil(4);
+            if tiles4 >= AUTO_MIN_TILES_F4 && 8 * cover(4) <= AUTO_MAX_WASTE_F4 * cover(2) {
+                Some(Tile::F4)
+            } else {
+                chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2)
+            }
+        }
+        _ => chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2),
     }
-    Some(match geom.algorithm() {
-        Algorithm::Winograd4x4 => Tile::F4,
-        _ => Tile::F2,
-    })
 }
 
 /// Whether the weight gradient of `geom` runs Winograd for element type `T`.

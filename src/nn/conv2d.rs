@@ -72,8 +72,9 @@ impl Conv2dBuilder {
     }
 
     /// Sets the algorithm preference ([`Algorithm::Auto`] by default;
-    /// [`Algorithm::Gemm`] forbids Winograd, [`Algorithm::Winograd`] requires
-    /// it and makes `build` fail for a layer it cannot run).
+    /// [`Algorithm::Gemm`] forbids Winograd, [`Algorithm::Winograd`] and
+    /// [`Algorithm::Winograd4x4`] require F(2x2, 3x3) or F(4x4, 3x3) and make
+    /// `build` fail for a layer they cannot run).
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = algorithm;
         self
