@@ -33,13 +33,13 @@ pub enum Algorithm {
     /// that measured fastest (`kernels/winograd.rs` has the numbers), for
     /// f32 3x3 stride-1 layers (any dilation, one group, padding at most 2 x
     /// dilation):
-    /// - forward pass and input gradient: Winograd F(4x4, 3x3) with at least
-    ///   32 input and output channels and 64 tiles of 4x4 outputs, unless
-    ///   its tiles cover more than 9/8 of the outputs F(2x2, 3x3)'s do (an
-    ///   output side of 14 or 7); else F(2x2, 3x3) with at least 64 channels
-    ///   and 48 tiles of 2x2 outputs;
-    /// - weight gradient: F(2x2, 3x3) with at least 64 channels (128 when
-    ///   dilated) and 64 tiles of 2x2 outputs.
+    /// - every pass: Winograd F(4x4, 3x3) with at least 32 input and output
+    ///   channels and 64 tiles of 4x4 outputs, unless its tiles cover more
+    ///   than 9/8 of the outputs F(2x2, 3x3)'s do (an output side of 14 or
+    ///   7);
+    /// - else forward pass and input gradient: F(2x2, 3x3) with at least 64
+    ///   channels and 48 tiles of 2x2 outputs; weight gradient: F(2x2, 3x3)
+    ///   with at least 64 channels (128 when dilated) and 64 tiles of 2x2.
     ///
     /// The GEMM lowering everywhere else, and always for f64. F(4x4, 3x3)
     /// rounds more than the other paths (see [`Algorithm::Winograd4x4`]);
@@ -56,9 +56,9 @@ pub enum Algorithm {
     /// stride 1, one group and padding at most 2 x the dilation on every
     /// side (any dilation).
     Winograd,
-    /// Winograd F(4x4, 3x3) for the forward pass and the input gradient (a
-    /// 4x4 output tile from a 6x6 input tile: 36 multiplications instead of
-    /// 144, 4x fewer), F(2x2, 3x3) for the weight gradient; the same
+    /// Winograd F(4x4, 3x3) for the forward pass and both gradients (a 4x4
+    /// output tile from a 6x6 input tile: 36 multiplications instead of 144,
+    /// 4x fewer), for f32 and f64 on every instruction set; the same
     /// geometries as [`Algorithm::Winograd`]. Its transforms have entries up
     /// to 8 and the inexact 1/6 and 1/24, so its rounding error is larger
     /// than F(2x2, 3x3)'s (measured and stated in `docs/design.md`).

@@ -13,13 +13,14 @@
 //! (input gradient of a dilated layer; forward 0.43, weight gradient 0.68),
 //! f32 and f64 together, so the GEMM bound's factor 2 holds with room.
 //!
-//! F(4x4, 3x3) (forward and input gradient; its weight gradient is
-//! F(2x2, 3x3)'s) mixes a 4x4 output tile, with transform entries up to 8
-//! and the inexact 1/6 and 1/24: `M` is then the largest `sum |terms|` in
-//! the element's 4x4 tile, and the measured largest error was 3.97
-//! (L + 1) eps M (f64 input gradient; forward 2.72 in f32, 2.19 in f64;
-//! f32 input gradient 3.30). The test bound is [`F4_FACTOR`] = 4 times the
-//! F(2x2, 3x3) one, `8 (L + 1) eps M`, the same twofold room.
+//! F(4x4, 3x3) mixes a 4x4 output tile (and the nine taps of a kernel
+//! through 6x6 transforms), with transform entries up to 8 and the inexact
+//! 1/6 and 1/24: `M` is then the largest `sum |terms|` in the element's 4x4
+//! tile (forward, input gradient) or 3x3 kernel, and the measured largest
+//! error was 3.97 (L + 1) eps M (f64 input gradient; forward 2.72 in f32,
+//! 2.19 in f64; f32 input gradient 3.30; weight gradient 2.20 in f32, 1.95
+//! in f64). The test bound is [`F4_FACTOR`] = 4 times the F(2x2, 3x3) one,
+//! `8 (L + 1) eps M`, the same twofold room.
 
 mod common;
 
@@ -151,7 +152,8 @@ fn check<T: Element>(geom: &Conv2dGeometry, seed: u64, ws: &mut Workspace<T>) ->
     let mut dw = vec![T::NAN; geom.weight_len()];
     conv2d_weight_grad_into(geom, &x, &dy, &mut dw, ws).unwrap();
     let dw_mag = kernel_max(&e.dw_mag);
-    assert_close("weight_grad", &ctx, &dw, &e.dw, &dw_mag, geom.n() * ohw);
+    let dw_tol: Vec<f64> = dw_mag.iter().map(|m| m * scale).collect();
+    assert_close("weight_grad", &ctx, &dw, &e.dw, &dw_tol, geom.n() * ohw);
     [fwd, igrad, worst(&dw, &e.dw, &dw_mag, geom.n() * ohw)]
 }
 
@@ -302,12 +304,11 @@ fn auto_picks_the_documented_path() {
     let auto = passes::<f32>(&g.build().unwrap());
     let gemm = passes::<f32>(&g.algorithm(Algorithm::Gemm).build().unwrap());
     assert!(same(&auto.0, &gemm.0) && same(&auto.1, &gemm.1) && same(&auto.2, &gemm.2));
-    // F(4x4, 3x3) for the forward pass and the input gradient from 32
-    // channels and 64 tiles of 4x4 (here 4 x 16), the weight gradient on GEMM
-    // below 64 channels; 14x14 outputs (four 4x4 tiles covering 16 per side)
+    // F(4x4, 3x3) for all three passes from 32 channels and 64 tiles of 4x4
+    // (here 4 x 16); 14x14 outputs (four 4x4 tiles covering 16 per side)
     // stay on F(2x2, 3x3); 2 images of 16x16 (32 tiles of 4x4) too.
     for (g, f4, w_wino) in [
-        (Conv2dSpec::new(4, 32, 16, 16, 32, 3, 3), true, false),
+        (Conv2dSpec::new(4, 32, 16, 16, 32, 3, 3), true, true),
         (Conv2dSpec::new(4, 64, 16, 16, 64, 3, 3), true, true),
         (Conv2dSpec::new(4, 64, 14, 14, 64, 3, 3), false, true),
         (Conv2dSpec::new(2, 64, 16, 16, 64, 3, 3), false, true),
@@ -323,13 +324,15 @@ fn auto_picks_the_documented_path() {
             (true, true) => &wino4,
             (true, false) => &wino,
         };
-        let want_w = if packed && w_wino { &wino } else { &gemm };
+        let want_w = match (packed && w_wino, f4) {
+            (false, _) => &gemm,
+            (true, true) => &wino4,
+            (true, false) => &wino,
+        };
         let ctx = format!("{:?}", g.build().unwrap());
         assert!(same(&auto.0, &want.0), "forward: {ctx}");
         assert!(same(&auto.1, &want.1), "input gradient: {ctx}");
         assert!(same(&auto.2, &want_w.2), "weight gradient: {ctx}");
-        // Winograd4x4's weight gradient is F(2x2, 3x3)'s.
-        assert!(same(&wino4.2, &wino.2), "F(4x4) weight gradient: {ctx}");
     }
 }
 

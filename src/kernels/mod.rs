@@ -95,8 +95,8 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
             }
         },
     };
-    let (w_scratch, w_partials) = if winograd::selected_weight_grad::<T>(geom) {
-        let w = winograd::wgrad_plan::<T>(geom);
+    let (w_scratch, w_partials) = if let Some(tile) = winograd::selected_weight_grad::<T>(geom) {
+        let w = winograd::wgrad_plan::<T>(geom, tile);
         (w.scratch_len, w.partials_len)
     } else {
         let w = weight_grad::plan::<T>(geom);

@@ -99,8 +99,8 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
 
 /// `dw = conv_weight_grad(x, dy)`; lengths already checked against `geom`.
 pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], dw: &mut [T], ws: &mut Workspace<T>) {
-    if super::winograd::selected_weight_grad::<T>(geom) {
-        let p = super::winograd::wgrad_plan::<T>(geom);
+    if let Some(tile) = super::winograd::selected_weight_grad::<T>(geom) {
+        let p = super::winograd::wgrad_plan::<T>(geom, tile);
         let (scratch, partials, _) = ws.parts_mut(p.scratch_len, p.partials_len, 0);
         super::winograd::weight_grad(geom, &p, x, dy, dw, scratch, partials);
         return;

@@ -34,10 +34,11 @@
 //! GEMM per position, tiles as the reduction) and `dW[co][ci] = G^T dU[co][ci] G`.
 //!
 //! F(4x4, 3x3) ([`Tile::F4`], `Algorithm::Winograd4x4`; transforms in
-//! [`super::winograd4`]) runs the same forward with 4x4 output tiles read
+//! [`super::winograd4`]) runs the same passes with 4x4 output tiles read
 //! from 6x6 patches: 36 GEMMs of `c_out x c_in x tiles`, each tile now
-//! covering 16 outputs (4x fewer multiplications than direct). The weight
-//! gradient stays F(2x2, 3x3).
+//! covering 16 outputs (4x fewer multiplications than direct); the weight
+//! gradient with `dM = A dY A^T` (6x6 from the tile's 4x4 of `dY`) and
+//! `dW = G^T dU G`.
 //!
 //! Layout and parallelism. The forward cuts the tiles of the whole batch
 //! (image-major, then row-major) into tasks of [`LANES`]-multiples; a task
@@ -64,7 +65,10 @@ use super::sgemm::{self, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::winograd_simd::weight_block_avx2;
 use super::winograd_simd::{even_elements, input_tiles, output_grad_tiles, output_tiles, store_channels};
-use super::winograd4::{NE4, Rows4, input_tiles4, output_tiles4, weight_tiles4, weight_transform4};
+use super::winograd4::{
+    NE4, Rows4, input_tiles4, output_grad_tiles4, output_tiles4, weight_grad_transform4, weight_tiles4,
+    weight_transform4,
+};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
 use crate::geometry::{Algorithm, Conv2dGeometry};
@@ -142,16 +146,19 @@ pub(crate) const AUTO_MIN_CHANNELS: usize = 64;
 /// crossover is not measured.
 pub(crate) const AUTO_MIN_TILES: usize = 48;
 
-/// Fewest input and output channels for which `Auto` runs the forward pass
-/// and the input gradient by F(4x4, 3x3) ([`Tile::F4`]), where
-/// [`AUTO_MIN_TILES_F4`] and [`AUTO_MAX_WASTE_F4`] allow it. 1 thread,
-/// medians of 5 alternating runs, GFLOP/s, F(2x2, 3x3) / F(4x4, 3x3) / GEMM
-/// paths: cifar_3x3 (32 channels) forward 38.0 / 66.0 / 50.4, input
-/// gradient 30.9 / 49.3 / 47.1 (2 threads: forward 71.6 / 96.2 / 89.7);
-/// resnet_3x3_56 (64) 75.6 / 112.7 / 64.7 and 69.1 / 109.1 / 57.0 (2
-/// threads: forward 126.9 / 186.4 / 105.4); dilated_3x3d2 (64, dilation 2)
-/// 55.5 / 76.5 / 55.0 and 49.4 / 68.7 / 57.7 (2 threads: forward
-/// 123.1 / 164.1 / 105.7). No suite row has fewer channels.
+/// Fewest input and output channels for which `Auto` runs all three passes
+/// by F(4x4, 3x3) ([`Tile::F4`]), where [`AUTO_MIN_TILES_F4`] and
+/// [`AUTO_MAX_WASTE_F4`] allow it. 1 thread, medians of 5 alternating runs,
+/// GFLOP/s, F(2x2, 3x3) / F(4x4, 3x3) / GEMM paths: cifar_3x3 (32 channels)
+/// forward 38.0 / 66.0 / 50.4, input gradient 30.9 / 49.3 / 47.1, weight
+/// gradient 41.7 / 45.9 / 41.7 (2 threads: forward 71.6 / 96.2 / 89.7,
+/// weight gradient 86.1 against Auto's GEMM 75.1); resnet_3x3_56 (64)
+/// 75.6 / 112.7 / 64.7, 69.1 / 109.1 / 57.0 and 73.7 / 100.7 / 58.3 (2
+/// threads: forward 126.9 / 186.4 / 105.4, weight gradient 110.0 / 152.0);
+/// dilated_3x3d2 (64, dilation 2) 55.5 / 76.5 / 55.0, 49.4 / 68.7 / 57.7
+/// and 55.4 / 66.5 / 66.4 (2 threads: forward 123.1 / 164.1 / 105.7,
+/// weight gradient 108.0 against Auto's GEMM 105.0). No suite row has fewer
+/// channels.
 pub(crate) const AUTO_MIN_CHANNELS_F4: usize = 32;
 
 /// Fewest 4x4 tiles (`n * dh * dw * ceil(oh / dh / 4) * ceil(ow / dw / 4)`)
@@ -168,7 +175,8 @@ pub(crate) const AUTO_MIN_TILES_F4: usize = 64;
 /// tiles (16 outputs, 1.31x the area) against seven 2x2 tiles (exact).
 /// resnet_3x3_14 (256 channels, 14x14) measured F(2x2, 3x3) against
 /// F(4x4, 3x3) (1 thread, medians of 7): forward 97.7 / 94.0, input gradient
-/// 95.0 / 78.2; 2 threads 180.7 / 212.6 and 187.9 / 202.7: a wash at 1.31x,
+/// 95.0 / 78.2 (weight gradient 69.1 / 59.5, medians of 5); 2 threads
+/// 180.7 / 212.6 and 187.9 / 202.7: a wash at 1.31x,
 /// so the limit is 9/8 (every suite row but the 14x14 ones covers the same
 /// outputs either way).
 pub(crate) const AUTO_MAX_WASTE_F4: usize = 9;
@@ -223,29 +231,40 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
 pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     match geom.algorithm() {
         Algorithm::Winograd4x4 => chosen::<T>(geom, 0, 0).then_some(Tile::F4),
-        Algorithm::Auto if chosen::<T>(geom, AUTO_MIN_CHANNELS_F4, 0) => {
-            let (dh, dw) = geom.dilation();
-            let (ph, pw) = (geom.oh().div_ceil(dh), geom.ow().div_ceil(dw));
-            let cover = |m: usize| ph.div_ceil(m) * m * pw.div_ceil(m) * m;
-            let tiles4 = geom.n() * dh * dw * ph.div_ceil(4) * pw.div_ceil(4);
-            if tiles4 >= AUTO_MIN_TILES_F4 && 8 * cover(4) <= AUTO_MAX_WASTE_F4 * cover(2) {
-                Some(Tile::F4)
-            } else {
-                chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2)
-            }
-        }
+        Algorithm::Auto if auto_f4::<T>(geom) => Some(Tile::F4),
         _ => chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2),
     }
 }
 
-/// Whether the weight gradient of `geom` runs Winograd for element type `T`.
-pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> bool {
+/// Whether `Auto` runs `geom` by F(4x4, 3x3) (forward pass, input gradient
+/// and weight gradient alike): [`AUTO_MIN_CHANNELS_F4`],
+/// [`AUTO_MIN_TILES_F4`], [`AUTO_MAX_WASTE_F4`].
+fn auto_f4<T>(geom: &Conv2dGeometry) -> bool {
+    if geom.algorithm() != Algorithm::Auto || !chosen::<T>(geom, AUTO_MIN_CHANNELS_F4, 0) {
+        return false;
+    }
+    let (dh, dw) = geom.dilation();
+    let (ph, pw) = (geom.oh().div_ceil(dh), geom.ow().div_ceil(dw));
+    let cover = |m: usize| ph.div_ceil(m) * m * pw.div_ceil(m) * m;
+    let tiles4 = geom.n() * dh * dw * ph.div_ceil(4) * pw.div_ceil(4);
+    tiles4 >= AUTO_MIN_TILES_F4 && 8 * cover(4) <= AUTO_MAX_WASTE_F4 * cover(2)
+}
+
+/// The tile the weight gradient of `geom` runs Winograd with for element
+/// type `T`, if it does.
+pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> Option<Tile> {
+    if geom.algorithm() == Algorithm::Winograd4x4 {
+        return chosen::<T>(geom, 0, 0).then_some(Tile::F4);
+    }
+    if auto_f4::<T>(geom) {
+        return Some(Tile::F4);
+    }
     let min_c = if geom.dilation() == (1, 1) {
         AUTO_MIN_CHANNELS_WEIGHT_GRAD
     } else {
         AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED
     };
-    chosen::<T>(geom, min_c, AUTO_MIN_TILES_WEIGHT_GRAD)
+    chosen::<T>(geom, min_c, AUTO_MIN_TILES_WEIGHT_GRAD).then_some(Tile::F2)
 }
 
 /// The forward geometry whose Winograd forward is `geom`'s input gradient,
@@ -604,6 +623,51 @@ fn output_grad_rows_impl<T: Element>(
     }
 }
 
+super::isa::dispatch!(
+    /// [`output_grad_rows`] for F(4x4, 3x3) ([`Tile::F4`]): each run of
+    /// tiles from its four `dY` rows by [`output_grad_tiles4`].
+    fn output_grad_rows4<T>(dy: &[T], src: &Plane, grid: Grid, ch: usize, tiles: Range<usize>, d: &mut Rows4<T>, dm: &mut Rows4<T>) => output_grad_rows4_impl
+);
+
+#[inline(always)]
+fn output_grad_rows4_impl<T: Element>(
+    dy: &[T],
+    src: &Plane,
+    grid: Grid,
+    ch: usize,
+    tiles: Range<usize>,
+    d: &mut Rows4<T>,
+    dm: &mut Rows4<T>,
+) {
+    let (a, b) = (tiles.start, tiles.end);
+    // `d` (36 x SEG) holds the four row runs (4 SEG each).
+    const RUN: usize = 4 * SEG;
+    let (pb, _) = d.as_flattened_mut().split_at_mut(4 * RUN);
+    let mut bufs = pb.chunks_exact_mut(RUN);
+    let mut bufs: [&mut [T]; 4] = std::array::from_fn(|_| bufs.next().unwrap());
+    for s in grid.segments(a, b) {
+        let plane = &dy[(s.n * src.nch + ch) * src.h * src.w..][..src.h * src.w];
+        // Tile i's pixel (a, b) is dY[py + dh (4 ty + a)][c0 + dw (4i + b)].
+        let c0 = s.px + 4 * src.dw * s.tx0;
+        // A run shorter than a register is transformed as 8 tiles where they
+        // fit in `dm`, as in [`input_rows`] (`dY` past the plane is zero).
+        let len = if s.len < 8 && s.t - a + 8 <= SEG && avx2_f32::<T>() {
+            8
+        } else {
+            s.len
+        };
+        let y = |r: usize| s.py + src.dh * (4 * s.ty + r);
+        let [b0, b1, b2, b3] = &mut bufs;
+        let p = [
+            padded_run(plane, src, y(0), c0, 4 * len, b0),
+            padded_run(plane, src, y(1), c0, 4 * len, b1),
+            padded_run(plane, src, y(2), c0, 4 * len, b2),
+            padded_run(plane, src, y(3), c0, 4 * len, b3),
+        ];
+        output_grad_tiles4(p, dm, s.t - a, len);
+    }
+}
+
 /// `U = G g G^T` for one 3x3 kernel `g[ky][kx]` (positions `4i + j`).
 fn weight_transform<T: Element>(g: [[T; 3]; 3]) -> [T; NE] {
     let half = T::from_f64(0.5);
@@ -935,6 +999,7 @@ fn first16<T>(rows: &mut Rows4<T>) -> &mut Rows<T> {
 
 /// How one weight-gradient call walks the tiles.
 pub(crate) struct WgradPlan {
+    tile: Tile,
     grid: Grid,
     ntiles: usize,
     /// Tiles per chunk (a multiple of [`LANES`]); from the geometry alone.
@@ -954,12 +1019,13 @@ fn wgrad_planes(packed: bool, cin: usize, cout: usize, k: usize) -> (usize, usiz
     }
 }
 
-pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
+pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry, tile: Tile) -> WgradPlan {
     let packed = super::packed_path::<T>();
     let (cin, cout) = (geom.c_in(), geom.c_out());
-    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation(), 2);
+    let grid = Grid::new(geom.oh(), geom.ow(), geom.dilation(), tile.m());
     let ntiles = geom.n() * grid.per_image;
-    let per_tile = NE * (cin + cout) * std::mem::size_of::<T>();
+    let ne = tile.ne();
+    let per_tile = ne * (cin + cout) * std::mem::size_of::<T>();
     let chunk = (WGRAD_CHUNK_BYTES / per_tile)
         .max(wgrad_min_chunk(cin, cout))
         .div_ceil(LANES)
@@ -967,12 +1033,13 @@ pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry) -> WgradPlan {
         * LANES;
     let (vp, mp) = wgrad_planes(packed, cin, cout, chunk);
     WgradPlan {
+        tile,
         grid,
         ntiles,
         chunk,
         packed,
-        scratch_len: NE * (vp + mp) + 64,
-        partials_len: NE * cout * cin,
+        scratch_len: ne * (vp + mp) + 64,
+        partials_len: ne * cout * cin,
     }
 }
 
@@ -1010,89 +1077,54 @@ pub(crate) fn weight_grad<T: Element>(
         dw: dil_w,
     };
     let grid = p.grid;
+    let ne = p.tile.ne();
     let so = align64(scratch);
     let scratch = &mut scratch[so..];
-    let du = &mut du[..NE * cout * cin];
+    let du = &mut du[..ne * cout * cin];
     let nchunks = p.ntiles.div_ceil(p.chunk);
     for c in 0..nchunks {
         let t0 = c * p.chunk;
         let t1 = (t0 + p.chunk).min(p.ntiles);
         let k = (t1 - t0).div_ceil(LANES) * LANES;
         let (vp, mp) = wgrad_planes(p.packed, cin, cout, k);
-        let (v, m) = scratch[..NE * (vp + mp)].split_at_mut(NE * vp);
-        let (vb, mb) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
-        let (vlen, mlen) = (v.len(), m.len());
-        // Element (channel `ch`, chunk tile `tt`) of position `e` lies at
-        // `e * plane + base(ch) + tt * stride`: packed `V_e` is `B` (tiles x
-        // cin, 16-channel panels), packed `dM_e` is `A` (cout x tiles,
-        // MR-channel panels); otherwise both are row-major, a row per channel.
-        let v_at = |ci: usize| {
-            if p.packed {
-                ((ci / NR) * NR * k + ci % NR, NR)
-            } else {
-                (ci * k, 1)
-            }
+        let (v, m) = scratch[..ne * (vp + mp)].split_at_mut(ne * vp);
+        // Pieces small enough for two per thread (F(4x4, 3x3) chunks hold
+        // fewer tiles); they only split the transforms, so the result does
+        // not depend on them.
+        let piece = (t1 - t0)
+            .div_ceil(2 * rayon::current_num_threads())
+            .next_multiple_of(8)
+            .clamp(8, PIECE);
+        let chunk = Chunk {
+            t0,
+            t1,
+            k,
+            piece,
+            cin,
+            cout,
+            packed: p.packed,
+            v: (SharedMut(v.as_mut_ptr()), v.len(), vp),
+            m: (SharedMut(m.as_mut_ptr()), m.len(), mp),
         };
-        let m_at = |co: usize| {
-            if p.packed {
-                ((co / MR) * MR * k + co % MR, MR)
-            } else {
-                (co * k, 1)
-            }
-        };
-        (0..(t1 - t0).div_ceil(PIECE)).into_par_iter().for_each(|piece| {
-            let (a, b) = (t0 + piece * PIECE, (t0 + (piece + 1) * PIECE).min(t1));
-            let mut tmp = [[T::ZERO; SEG]; NE];
-            if p.packed && avx2_f32::<T>() {
-                // Groups of 8 input channels (half a `V` panel) and 6 output
-                // channels (one `dM` panel), stored tile by tile through
-                // transposes ([`store_channels`]).
-                let mut group = [[[T::ZERO; SEG]; NE]; 8];
-                for ba in (a..b).step_by(SEG) {
-                    let bb = (ba + SEG).min(b);
-                    for ci0 in (0..cin).step_by(8) {
-                        let g = (cin - ci0).min(8);
-                        for (c, rows) in group.iter_mut().enumerate().take(g) {
-                            input_rows(x, &src, grid, ci0 + c, ba..bb, &mut tmp, rows);
-                        }
-                        // SAFETY: AVX2 and f32 (checked); the piece's tiles
-                        // ba..bb of channels ci0..ci0 + 8 are this task's
-                        // alone, and `store_channels` checks the extent.
-                        unsafe { store_channels(vb.get(), vlen, vp, v_at(ci0), 8, ba - t0, &group, g, bb - ba) };
-                    }
-                    for co0 in (0..cout).step_by(MR) {
-                        let g = (cout - co0).min(MR);
-                        for (c, rows) in group.iter_mut().enumerate().take(g) {
-                            output_grad_rows(dy, &out, grid, co0 + c, ba..bb, &mut tmp, rows);
-                        }
-                        // SAFETY: as above, for the MR-row panel of co0.
-                        unsafe { store_channels(mb.get(), mlen, mp, m_at(co0), MR, ba - t0, &group, g, bb - ba) };
-                    }
-                }
-                return;
-            }
-            let mut rows = [[T::ZERO; SEG]; NE];
-            for ba in (a..b).step_by(SEG) {
-                let bb = (ba + SEG).min(b);
-                for ci in 0..cin {
-                    input_rows(x, &src, grid, ci, ba..bb, &mut tmp, &mut rows);
-                    store_rows(&vb, vlen, vp, v_at(ci), ba - t0, &rows, bb - ba);
-                }
-                for co in 0..cout {
-                    output_grad_rows(dy, &out, grid, co, ba..bb, &mut tmp, &mut rows);
-                    store_rows(&mb, mlen, mp, m_at(co), ba - t0, &rows, bb - ba);
-                }
-            }
-        });
+        match p.tile {
+            Tile::F2 => chunk.transform::<NE>(
+                |ci, r, tmp, rows| input_rows(x, &src, grid, ci, r, tmp, rows),
+                |co, r, tmp, rows| output_grad_rows(dy, &out, grid, co, r, tmp, rows),
+            ),
+            Tile::F4 => chunk.transform::<NE4>(
+                |ci, r, tmp, rows| input_rows4(x, &src, grid, ci, r, tmp, rows),
+                |co, r, tmp, rows| output_grad_rows4(dy, &out, grid, co, r, tmp, rows),
+            ),
+        }
         if k > t1 - t0 {
             // The chunk's last panel is partly past the tiles: zero its
             // tail steps in both operands.
-            zero_tail(v, vp, cin, k, t1 - t0, p.packed, NR);
-            zero_tail(m, mp, cout, k, t1 - t0, p.packed, MR);
+            zero_tail(v, ne, vp, cin, k, t1 - t0, p.packed, NR);
+            zero_tail(m, ne, mp, cout, k, t1 - t0, p.packed, MR);
         }
         let dub = SharedMut(du.as_mut_ptr());
         let (v, m): (&[T], &[T]) = (v, m);
-        (0..NE).into_par_iter().for_each(|e| {
+        (0..ne).into_par_iter().for_each(|e| {
             // SAFETY: position `e` owns `dU_e`, rows e*cout .. (e+1)*cout of
             // `du`; no other task touches them.
             let du_e = unsafe { std::slice::from_raw_parts_mut(dub.get().add(e * cout * cin), cout * cin) };
@@ -1139,15 +1171,111 @@ pub(crate) fn weight_grad<T: Element>(
         });
     }
     let du: &[T] = du;
+    let tile = p.tile;
     dw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, dwo)| {
         for (ci, g) in dwo.chunks_exact_mut(9).enumerate() {
-            let mut t = [T::ZERO; NE];
-            for (e, v) in t.iter_mut().enumerate() {
-                *v = du[(e * cout + co) * cin + ci];
-            }
-            g.copy_from_slice(&weight_grad_transform(&t));
+            let at = |e: usize| du[(e * cout + co) * cin + ci];
+            g.copy_from_slice(&match tile {
+                Tile::F2 => weight_grad_transform(&std::array::from_fn(at)),
+                Tile::F4 => weight_grad_transform4(&std::array::from_fn(at)),
+            });
         }
     });
+}
+
+/// One weight-gradient chunk: tiles `t0..t1` (`k` steps, a multiple of
+/// [`LANES`]); its transformed input `V` and output gradient `dM` buffers,
+/// each as (start, length, elements per position).
+struct Chunk<T> {
+    t0: usize,
+    t1: usize,
+    k: usize,
+    /// Tiles per parallel piece of the transforms (at most [`PIECE`]).
+    piece: usize,
+    cin: usize,
+    cout: usize,
+    packed: bool,
+    v: (SharedMut<T>, usize, usize),
+    m: (SharedMut<T>, usize, usize),
+}
+
+impl<T: Element> Chunk<T> {
+    /// Writes the chunk's transforms (`P` positions per tile) into `V` and
+    /// `dM`, in parallel over pieces of `piece` tiles: `input(ci, tiles,
+    /// scratch, rows)` transforms input channel `ci`, `grad(co, ...)` output
+    /// gradient channel `co`. Element (channel `ch`, chunk tile `tt`) of
+    /// position `e` lies at `e * plane + base(ch) + tt * stride`: packed
+    /// `V_e` is `B` (tiles x cin, 16-channel panels), packed `dM_e` is `A`
+    /// (cout x tiles, MR-channel panels); otherwise both are row-major, a row
+    /// per channel.
+    fn transform<const P: usize>(
+        &self,
+        input: impl Fn(usize, Range<usize>, &mut [[T; SEG]; P], &mut [[T; SEG]; P]) + Sync,
+        grad: impl Fn(usize, Range<usize>, &mut [[T; SEG]; P], &mut [[T; SEG]; P]) + Sync,
+    ) {
+        let (t0, t1, k) = (self.t0, self.t1, self.k);
+        let (vb, vlen, vp) = (&self.v.0, self.v.1, self.v.2);
+        let (mb, mlen, mp) = (&self.m.0, self.m.1, self.m.2);
+        let v_at = |ci: usize| {
+            if self.packed {
+                ((ci / NR) * NR * k + ci % NR, NR)
+            } else {
+                (ci * k, 1)
+            }
+        };
+        let m_at = |co: usize| {
+            if self.packed {
+                ((co / MR) * MR * k + co % MR, MR)
+            } else {
+                (co * k, 1)
+            }
+        };
+        let size = self.piece;
+        (0..(t1 - t0).div_ceil(size)).into_par_iter().for_each(|piece| {
+            let (a, b) = (t0 + piece * size, (t0 + (piece + 1) * size).min(t1));
+            let mut tmp = [[T::ZERO; SEG]; P];
+            if self.packed && avx2_f32::<T>() {
+                // Groups of 8 input channels (half a `V` panel) and 6 output
+                // channels (one `dM` panel), stored tile by tile through
+                // transposes ([`store_channels`]).
+                let mut group = [[[T::ZERO; SEG]; P]; 8];
+                for ba in (a..b).step_by(SEG) {
+                    let bb = (ba + SEG).min(b);
+                    for ci0 in (0..self.cin).step_by(8) {
+                        let g = (self.cin - ci0).min(8);
+                        for (c, rows) in group.iter_mut().enumerate().take(g) {
+                            input(ci0 + c, ba..bb, &mut tmp, rows);
+                        }
+                        // SAFETY: AVX2 and f32 (checked); the piece's tiles
+                        // ba..bb of channels ci0..ci0 + 8 are this task's
+                        // alone, and `store_channels` checks the extent.
+                        unsafe { store_channels(vb.get(), vlen, vp, v_at(ci0), 8, ba - t0, &group, g, bb - ba) };
+                    }
+                    for co0 in (0..self.cout).step_by(MR) {
+                        let g = (self.cout - co0).min(MR);
+                        for (c, rows) in group.iter_mut().enumerate().take(g) {
+                            grad(co0 + c, ba..bb, &mut tmp, rows);
+                        }
+                        // SAFETY: as above, for the MR-row panel of co0.
+                        unsafe { store_channels(mb.get(), mlen, mp, m_at(co0), MR, ba - t0, &group, g, bb - ba) };
+                    }
+                }
+                return;
+            }
+            let mut rows = [[T::ZERO; SEG]; P];
+            for ba in (a..b).step_by(SEG) {
+                let bb = (ba + SEG).min(b);
+                for ci in 0..self.cin {
+                    input(ci, ba..bb, &mut tmp, &mut rows);
+                    store_rows(vb, vlen, vp, v_at(ci), ba - t0, &rows, bb - ba);
+                }
+                for co in 0..self.cout {
+                    grad(co, ba..bb, &mut tmp, &mut rows);
+                    store_rows(mb, mlen, mp, m_at(co), ba - t0, &rows, bb - ba);
+                }
+            }
+        });
+    }
 }
 
 /// Writes `rows[e][..n]` (one channel's transformed run) into a chunk
@@ -1156,16 +1284,16 @@ pub(crate) fn weight_grad<T: Element>(
 /// `stride` apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn store_rows<T: Element>(
+fn store_rows<T: Element, const P: usize>(
     dst: &SharedMut<T>,
     len: usize,
     plane: usize,
     (base, stride): (usize, usize),
     tt: usize,
-    rows: &Rows<T>,
+    rows: &[[T; SEG]; P],
     n: usize,
 ) {
-    assert!((NE - 1) * plane + base + (tt + n - 1) * stride < len);
+    assert!(P > 0 && (P - 1) * plane + base + (tt + n - 1) * stride < len);
     for (e, row) in rows.iter().enumerate() {
         // SAFETY: every element written lies inside the buffer (checked
         // above for the last position, the largest index); the run's tiles
@@ -1181,11 +1309,22 @@ fn store_rows<T: Element>(
     }
 }
 
-/// Zeroes steps `from..k` of every channel of every position (the tiles
-/// past the chunk's end in its last 16-tile panel), in a chunk plane laid
-/// out as [`weight_grad`] describes (`width`-channel panels when packed).
-fn zero_tail<T: Element>(buf: &mut [T], plane: usize, nch: usize, k: usize, from: usize, packed: bool, width: usize) {
-    for e in 0..NE {
+/// Zeroes steps `from..k` of every channel of each of the `ne` positions
+/// (the tiles past the chunk's end in its last 16-tile panel), in a chunk
+/// plane laid out as [`weight_grad`] describes (`width`-channel panels when
+/// packed).
+#[allow(clippy::too_many_arguments)]
+fn zero_tail<T: Element>(
+    buf: &mut [T],
+    ne: usize,
+    plane: usize,
+    nch: usize,
+    k: usize,
+    from: usize,
+    packed: bool,
+    width: usize,
+) {
+    for e in 0..ne {
         let pl = &mut buf[e * plane..(e + 1) * plane];
         if packed {
             for panel in pl[..nch.div_ceil(width) * width * k].chunks_exact_mut(width * k) {

@@ -266,7 +266,7 @@ unsafe fn input_tiles4_avx2(p: [&[f32]; 6], v: &mut Rows4<f32>, i0: usize, n: us
     loop {
         // SAFETY: `i + 8 <= n`: tiles i .. i + 8 read p[r][4i .. 4i + 34],
         // inside each row (`4(i + 8) + 2 <= 4n + 2`).
-        let row = |r: usize| in_1d(unsafe { columns6(p[r].as_ptr().add(4 * i)) }, two, four);
+        let row = |r: usize| in_1d(unsafe { columns6(p[r].as_ptr().add(4 * i), true) }, two, four);
         let h = [row(0), row(1), row(2), row(3), row(4), row(5)];
         let at = i0 + i;
         for j in 0..6 {
@@ -285,7 +285,8 @@ unsafe fn input_tiles4_avx2(p: [&[f32]; 6], v: &mut Rows4<f32>, i0: usize, n: us
 }
 
 /// Columns `c = 0..6` of eight tiles whose padded row starts at `s`: lane
-/// `i` of register `c` is `s[4i + c]`. Four loads hold tiles (0, 1), (2, 3),
+/// `i` of register `c` is `s[4i + c]` (columns 4 and 5 only with `six`;
+/// without, `s[0 .. 32]` suffices and they are not meaningful). Four loads hold tiles (0, 1), (2, 3),
 /// (4, 5), (6, 7); their 128-bit halves paired as (0, 4), (1, 5), (2, 6),
 /// (3, 7) and (4, 8) make two rounds of unpacks a 4 x 8 transpose.
 ///
@@ -293,19 +294,24 @@ unsafe fn input_tiles4_avx2(p: [&[f32]; 6], v: &mut Rows4<f32>, i0: usize, n: us
 /// can be forced inline there).
 ///
 /// # Safety
-/// AVX2 must be available; `s[0 .. 34]` must be readable.
+/// AVX2 must be available; `s[0 .. 34]` must be readable (`s[0 .. 32]`
+/// without `six`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn columns6(s: *const f32) -> [F8; 6] {
-    // SAFETY: the loads read s[0 .. 32] and s[32 .. 34] (the caller's
-    // contract).
+unsafe fn columns6(s: *const f32, six: bool) -> [F8; 6] {
+    // SAFETY: the loads read s[0 .. 32] and, for `six`, s[32 .. 34] (the
+    // caller's contract).
     let (a, b, c, d, e) = unsafe {
         (
             _mm256_loadu_ps(s),
             _mm256_loadu_ps(s.add(8)),
             _mm256_loadu_ps(s.add(16)),
             _mm256_loadu_ps(s.add(24)),
-            _mm_castpd_ps(_mm_load_sd(s.add(32).cast::<f64>())),
+            if six {
+                _mm_castpd_ps(_mm_load_sd(s.add(32).cast::<f64>()))
+            } else {
+                _mm_setzero_ps()
+            },
         )
     };
     // SAFETY: AVX2 is available (the caller's contract).
@@ -468,6 +474,113 @@ unsafe fn output_tiles4_avx2(m: &[f32], plane: usize, at: usize, n: usize, bias:
     }
 }
 
+/// `A y` for one column `y` of four values (`A` is `A^T` above, transposed):
+/// with `p = y0 + y2`, `q = y1 + y3`, `r = y0 + 4 y2`, `s = 2 (y1 + 4 y3)`:
+/// `(y0, p + q, p - q, r + s, r - s, y3)`.
+#[inline(always)]
+fn grad_1d<L: Lane>(y: [L; 4], two: L, four: L) -> [L; 6] {
+    let (p, q) = (y[0].add(y[2]), y[1].add(y[3]));
+    let r = y[0].add(y[2].mul(four));
+    let s = y[1].add(y[3].mul(four)).mul(two);
+    [y[0], p.add(q), p.sub(q), r.add(s), r.sub(s), y[3]]
+}
+
+/// `dM = A dY A^T` for `n` consecutive tiles of one tile row into
+/// `dm[e][i0 .. i0 + n]`, from the four output-gradient rows `p[a]` the
+/// tiles' rows lie on: tile `i` reads `p[a][4i .. 4i + 4]` (`p[a].len() >=
+/// 4n`). Per tile, [`grad_1d`] along each row, then along each column.
+#[inline(always)]
+pub(crate) fn output_grad_tiles4<T: Element>(p: [&[T]; 4], dm: &mut Rows4<T>, i0: usize, n: usize) {
+    assert!(i0 + n <= SEG && p.iter().all(|r| r.len() >= 4 * n));
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && avx2_f32::<T>() {
+        let p = p.map(super::f32s);
+        // SAFETY: `T` is f32 (`avx2_f32`), so the two types are the same.
+        let dm = unsafe { &mut *(dm as *mut Rows4<T>).cast::<Rows4<f32>>() };
+        // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents are
+        // checked above.
+        unsafe { output_grad_tiles4_avx2(p, dm, i0, n) };
+        return;
+    }
+    let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
+    for i in 0..n {
+        let h: [[T; 6]; 4] = std::array::from_fn(|a| grad_1d(std::array::from_fn(|b| p[a][4 * i + b]), two, four));
+        for j in 0..6 {
+            let col = grad_1d([h[0][j], h[1][j], h[2][j], h[3][j]], two, four);
+            for (k, val) in col.into_iter().enumerate() {
+                dm[6 * k + j][i0 + i] = val;
+            }
+        }
+    }
+}
+
+/// [`output_grad_tiles4`] for `n >= 8` tiles, eight at a time; a last
+/// partial group is done as the eight tiles ending at `n`.
+///
+/// # Safety
+/// AVX2 must be available; `n >= 8`, `i0 + n <= SEG`, each `p[a].len() >=
+/// 4n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn output_grad_tiles4_avx2(p: [&[f32]; 4], dm: &mut Rows4<f32>, i0: usize, n: usize) {
+    let (two, four) = (F8(_mm256_set1_ps(2.0)), F8(_mm256_set1_ps(4.0)));
+    let mut i = 0;
+    loop {
+        // SAFETY: `i + 8 <= n`: tiles i .. i + 8 read p[a][4i .. 4i + 32],
+        // inside each row (`4(i + 8) <= 4n`).
+        let row = |a: usize| {
+            let c = unsafe { columns6(p[a].as_ptr().add(4 * i), false) };
+            grad_1d([c[0], c[1], c[2], c[3]], two, four)
+        };
+        let h = [row(0), row(1), row(2), row(3)];
+        let at = i0 + i;
+        for j in 0..6 {
+            let col = grad_1d([h[0][j], h[1][j], h[2][j], h[3][j]], two, four);
+            for (k, val) in col.into_iter().enumerate() {
+                // SAFETY: lanes at .. at + 8 lie in each SEG-long row of `dm`
+                // (`at + 8 <= i0 + n <= SEG`).
+                unsafe { _mm256_storeu_ps(dm[6 * k + j].as_mut_ptr().add(at), val.0) };
+            }
+        }
+        if i + 8 == n {
+            return;
+        }
+        i = (i + 8).min(n - 8);
+    }
+}
+
+/// `dg = G^T du` for one column `du` of six values, with `k` the
+/// [`G_CONSTS`]: `(du0 / 4 + (du1 + du2) (-1/6) + (du3 + du4) / 24,
+/// (du1 - du2) (-1/6) + (du3 - du4) / 12,
+/// (du1 + du2) (-1/6) + (du3 + du4) / 6 + du5)`.
+#[inline(always)]
+fn weight_grad_1d<T: Element>(u: [T; 6], k: [T; 5]) -> [T; 3] {
+    let (p, q) = (u[1] + u[2], u[1] - u[2]);
+    let (r, s) = (u[3] + u[4], u[3] - u[4]);
+    [
+        u[0] * k[0] + p * k[1] + r * k[2],
+        q * k[1] + s * k[3],
+        p * k[1] + r * k[4] + u[5],
+    ]
+}
+
+/// `dg = G^T dU G` for one kernel (`du` at positions `6k + j`), as
+/// `dg[3 ky + kx]`: [`weight_grad_1d`] along each row, then each column.
+pub(crate) fn weight_grad_transform4<T: Element>(du: &[T; NE4]) -> [T; 9] {
+    let k = G_CONSTS.map(T::from_f64);
+    let h: [[T; 3]; 6] = std::array::from_fn(|r| weight_grad_1d(std::array::from_fn(|j| du[6 * r + j]), k));
+    let mut g = [T::ZERO; 9];
+    for b in 0..3 {
+        for (a, val) in weight_grad_1d(std::array::from_fn(|r| h[r][b]), k)
+            .into_iter()
+            .enumerate()
+        {
+            g[3 * a + b] = val;
+        }
+    }
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +644,26 @@ mod tests {
                 }
             }
             assert!(fast[0][..w].iter().all(|v| v.is_finite()) && fast[2].iter().all(|v| v.is_nan()));
+        }
+    }
+
+    /// The eight-tile AVX2 output-gradient transform (with a last
+    /// overlapping group) gives bitwise the scalar one, tile by tile.
+    #[test]
+    fn output_grad_transform_lanes_are_the_scalar_ones() {
+        let n = 11;
+        let rows: Vec<Vec<f32>> = (0..4).map(|r| data(4 * n, 3 * r)).collect();
+        let p: [&[f32]; 4] = std::array::from_fn(|r| &rows[r][..]);
+        let mut all = [[f32::NAN; SEG]; NE4];
+        output_grad_tiles4(p, &mut all, 5, n);
+        let mut one = [[f32::NAN; SEG]; NE4];
+        for i in 0..n {
+            output_grad_tiles4(p.map(|r| &r[4 * i..]), &mut one, 5 + i, 1);
+        }
+        for e in 0..NE4 {
+            for i in 5..5 + n {
+                assert_eq!(all[e][i].to_bits(), one[e][i].to_bits(), "position {e}, tile {i}");
+            }
         }
     }
 

@@ -270,25 +270,25 @@ unsafe fn output_tiles_avx2(m: &[f32], plane: usize, at: usize, n: usize, bias: 
 /// `g <= width`, `n <= SEG`; every element written lies in the buffer, and
 /// no other thread writes them during the call.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn store_channels<T: Element>(
+pub(crate) unsafe fn store_channels<T: Element, const P: usize>(
     dst: *mut T,
     len: usize,
     plane: usize,
     (base, stride): (usize, usize),
     width: usize,
     tt: usize,
-    rows: &[Rows<T>; 8],
+    rows: &[[[T; SEG]; P]; 8],
     g: usize,
     n: usize,
 ) {
-    assert!(avx2_f32::<T>() && (width == 6 || width == 8) && g <= width && n <= SEG);
+    assert!(avx2_f32::<T>() && (width == 6 || width == 8) && g <= width && n <= SEG && P > 0);
     if n == 0 {
         return;
     }
-    assert!((NE - 1) * plane + base + (tt + n - 1) * stride + width <= len);
+    assert!((P - 1) * plane + base + (tt + n - 1) * stride + width <= len);
     #[cfg(target_arch = "x86_64")]
     {
-        let rows: &[[[f32; SEG]; NE]; 8] = rows_f32(rows);
+        let rows: &[[[f32; SEG]; P]; 8] = rows_f32(rows);
         // SAFETY: AVX2 (asserted); the extents are checked above and the
         // caller owns the elements written.
         unsafe { store_channels_avx2(dst.cast::<f32>(), plane, base, stride, width, tt, rows, g, n) };
@@ -307,10 +307,10 @@ fn rows_f32_mut<T: Element>(rows: &mut Rows<T>) -> &mut [[f32; SEG]; NE] {
 
 /// `rows` as f32 (`T` is f32: checked by the caller).
 #[cfg(target_arch = "x86_64")]
-fn rows_f32<T: Element>(rows: &[Rows<T>; 8]) -> &[[[f32; SEG]; NE]; 8] {
+fn rows_f32<T: Element, const P: usize>(rows: &[[[T; SEG]; P]; 8]) -> &[[[f32; SEG]; P]; 8] {
     let flat = super::f32s(rows.as_flattened().as_flattened());
     let (chunks, _) = flat.as_chunks::<SEG>();
-    let (pos, _) = chunks.as_chunks::<NE>();
+    let (pos, _) = chunks.as_chunks::<P>();
     pos.try_into().unwrap()
 }
 
@@ -321,14 +321,14 @@ fn rows_f32<T: Element>(rows: &[Rows<T>; 8]) -> &[[[f32; SEG]; NE]; 8] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_channels_avx2(
+unsafe fn store_channels_avx2<const P: usize>(
     dst: *mut f32,
     plane: usize,
     base: usize,
     stride: usize,
     width: usize,
     tt: usize,
-    rows: &[[[f32; SEG]; NE]; 8],
+    rows: &[[[f32; SEG]; P]; 8],
     g: usize,
     n: usize,
 ) {
@@ -337,7 +337,7 @@ unsafe fn store_channels_avx2(
     let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
     // `e` indexes the second level of `rows[c][e]`, for every channel `c`.
     #[allow(clippy::needless_range_loop)]
-    for e in 0..NE {
+    for e in 0..P {
         for t0 in (0..n).step_by(8) {
             // SAFETY: lanes t0 .. t0 + 8 lie in each SEG-long row (t0 is a
             // multiple of 8 below n <= SEG).
