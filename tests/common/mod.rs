@@ -161,6 +161,23 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         s(2, 3, 23, 29, 7, 5, 3)
             .stride(3, 3)
             .padding(Padding::explicit(1, 2, 2, 0)),
+        // Strided layers with 32+ output channels per group (the packed
+        // im2col panels and GEMM): stride 2, stride (2, 3) with asymmetric
+        // padding and 5x5, stride (3, 1), groups with 'same' padding, a 1x1
+        // stride-2 layer, and a tall image.
+        s(2, 16, 23, 30, 40, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+        s(1, 8, 17, 40, 33, 5, 5)
+            .stride(2, 3)
+            .padding(Padding::explicit(2, 1, 2, 2)),
+        s(2, 5, 20, 26, 48, 4, 3)
+            .stride(3, 1)
+            .padding(Padding::explicit(0, 2, 1, 1)),
+        s(2, 16, 15, 30, 64, 3, 3)
+            .stride(2, 2)
+            .padding(Padding::same())
+            .groups(2),
+        s(2, 24, 12, 17, 32, 1, 1).stride(2, 2),
+        s(1, 8, 150, 20, 32, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
