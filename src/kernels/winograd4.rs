@@ -591,25 +591,40 @@ mod tests {
             .collect()
     }
 
-    /// The eight-tile AVX2 input transform (with a last overlapping group)
-    /// gives bitwise the scalar one, tile by tile.
-    #[test]
-    fn input_transform_lanes_are_the_scalar_ones() {
-        let n = 13;
-        let rows: Vec<Vec<f32>> = (0..6).map(|r| data(4 * n + 2, r)).collect();
-        let p: [&[f32]; 6] = std::array::from_fn(|r| &rows[r][..]);
+    /// A whole-run transform `f` of `n` tiles (eight per register on AVX2,
+    /// with a last overlapping group) gives bitwise its scalar loop, run
+    /// tile by tile; the tiles read `R` rows of `4n + extra` elements.
+    fn lanes_are_the_scalar_ones<const R: usize>(
+        n: usize,
+        extra: usize,
+        f: fn([&[f32]; R], &mut Rows4<f32>, usize, usize),
+    ) {
+        let rows: Vec<Vec<f32>> = (0..R).map(|r| data(4 * n + extra, 3 * r)).collect();
+        let p: [&[f32]; R] = std::array::from_fn(|r| &rows[r][..]);
         let mut all = [[f32::NAN; SEG]; NE4];
-        input_tiles4(p, &mut all, 3, n);
+        f(p, &mut all, 3, n);
         let mut one = [[f32::NAN; SEG]; NE4];
         for i in 0..n {
             // One tile at a time: the scalar loop.
-            input_tiles4(p.map(|r| &r[4 * i..]), &mut one, 3 + i, 1);
+            f(p.map(|r| &r[4 * i..]), &mut one, 3 + i, 1);
         }
         for e in 0..NE4 {
             for i in 3..3 + n {
                 assert_eq!(all[e][i].to_bits(), one[e][i].to_bits(), "position {e}, tile {i}");
             }
         }
+    }
+
+    /// The input transform `V = B^T d B`: six rows of `4n + 2`.
+    #[test]
+    fn input_transform_lanes_are_the_scalar_ones() {
+        lanes_are_the_scalar_ones::<6>(13, 2, input_tiles4::<f32>);
+    }
+
+    /// The output-gradient transform `dM = A dY A^T`: four rows of `4n`.
+    #[test]
+    fn output_grad_transform_lanes_are_the_scalar_ones() {
+        lanes_are_the_scalar_ones::<4>(11, 0, output_grad_tiles4::<f32>);
     }
 
     /// The eight-tile AVX2 output transform (full runs with a last
@@ -644,26 +659,6 @@ mod tests {
                 }
             }
             assert!(fast[0][..w].iter().all(|v| v.is_finite()) && fast[2].iter().all(|v| v.is_nan()));
-        }
-    }
-
-    /// The eight-tile AVX2 output-gradient transform (with a last
-    /// overlapping group) gives bitwise the scalar one, tile by tile.
-    #[test]
-    fn output_grad_transform_lanes_are_the_scalar_ones() {
-        let n = 11;
-        let rows: Vec<Vec<f32>> = (0..4).map(|r| data(4 * n, 3 * r)).collect();
-        let p: [&[f32]; 4] = std::array::from_fn(|r| &rows[r][..]);
-        let mut all = [[f32::NAN; SEG]; NE4];
-        output_grad_tiles4(p, &mut all, 5, n);
-        let mut one = [[f32::NAN; SEG]; NE4];
-        for i in 0..n {
-            output_grad_tiles4(p.map(|r| &r[4 * i..]), &mut one, 5 + i, 1);
-        }
-        for e in 0..NE4 {
-            for i in 5..5 + n {
-                assert_eq!(all[e][i].to_bits(), one[e][i].to_bits(), "position {e}, tile {i}");
-            }
         }
     }
 
