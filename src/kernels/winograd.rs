@@ -76,8 +76,8 @@ use crate::geometry::{Algorithm, Conv2dGeometry};
 /// Positions of one transformed tile (4 x 4).
 pub(crate) const NE: usize = 16;
 
-/// The output tile of a Winograd forward: F(2x2, 3x3), or F(4x4, 3x3)
-/// ([`super::winograd4`]; the forward pass and the input gradient only).
+/// The output tile of a Winograd pass: F(2x2, 3x3), or F(4x4, 3x3)
+/// ([`super::winograd4`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Tile {
     /// 2x2 outputs from 4x4 inputs, 16 positions.
@@ -100,6 +100,7 @@ impl Tile {
         (self.m() + 2) * (self.m() + 2)
     }
 }
+
 /// Tiles transformed together, one per SIMD lane: one GEMM `B` panel.
 pub(crate) const LANES: usize = NR;
 
@@ -358,8 +359,8 @@ struct Segment {
 /// same sub-lattice, so each phase is tiled on its own: with tiles of
 /// `m x m` outputs ([`Tile::m`]), tile `(ty, tx)` of phase `(py, px)` covers
 /// outputs `(py + dh (m ty + a), px + dw (m tx + b))` and reads the padded
-/// input rows `py + dh (m ty + r)`, columns `px + dw (m tx + c)`. Undilated, the one phase is the whole output. Each
-/// phase has `nty x ntx` tiles (enough for the largest phase; outputs past
+/// input rows `py + dh (m ty + r)`, columns `px + dw (m tx + c)`.
+/// Undilated, the one phase is the whole output. Each phase has `nty x ntx` tiles (enough for the largest phase; outputs past
 /// the image are dropped); images are tiled phase-major, then row-major.
 #[derive(Clone, Copy)]
 struct Grid {
