@@ -225,56 +225,98 @@ unsafe fn weight_tiles4_avx2(g: &[&[f32]; 9], u: *mut &mut [f32], n: usize) -> u
 /// `v[e][i0 .. i0 + n]`, from the six padded input rows `p[r]` the tiles'
 /// patch rows lie on: tile `i` reads `p[r][4i .. 4i + 6]` (`p[r].len() >=
 /// 4n + 2`). Per tile, [`in_1d`] along each patch row, then along each
-/// column of the result.
+/// column of the result ([`tiles_to_six`]).
 #[inline(always)]
 pub(crate) fn input_tiles4<T: Element>(p: [&[T]; 6], v: &mut Rows4<T>, i0: usize, n: usize) {
-    assert!(i0 + n <= SEG && p.iter().all(|r| r.len() >= 4 * n + 2));
+    tiles_to_six::<T, 6, Input>(p, v, i0, n);
+}
+
+/// A 1-D transform from `R` values of a tile row or column to six.
+trait ToSix<const R: usize> {
+    fn apply<L: Lane>(x: [L; R], two: L, four: L) -> [L; 6];
+}
+
+/// [`in_1d`]: `B^T d`, the input transform.
+struct Input;
+
+impl ToSix<6> for Input {
+    #[inline(always)]
+    fn apply<L: Lane>(x: [L; 6], two: L, four: L) -> [L; 6] {
+        in_1d(x, two, four)
+    }
+}
+
+/// [`grad_1d`]: `A y`, the output-gradient transform.
+struct Grad;
+
+impl ToSix<4> for Grad {
+    #[inline(always)]
+    fn apply<L: Lane>(x: [L; 4], two: L, four: L) -> [L; 6] {
+        grad_1d(x, two, four)
+    }
+}
+
+/// The 6x6 transform `F` (applied along the `R` rows, then along each of
+/// the six columns) of `n` consecutive tiles of one tile row into
+/// `out[6k + j][i0 .. i0 + n]`: tile `i` reads `p[r][4i .. 4i + R]`
+/// (`p[r].len() >= 4n + R - 4`; `R` is 4 or 6). Eight tiles per register on AVX2, the same
+/// operations in the same order.
+#[inline(always)]
+fn tiles_to_six<T: Element, const R: usize, F: ToSix<R>>(p: [&[T]; R], out: &mut Rows4<T>, i0: usize, n: usize) {
+    assert!((R == 4 || R == 6) && i0 + n <= SEG && p.iter().all(|r| r.len() >= 4 * n + R - 4));
     #[cfg(target_arch = "x86_64")]
     if n >= 8 && avx2_f32::<T>() {
         let p = p.map(super::f32s);
         // SAFETY: `T` is f32 (`avx2_f32`), so the two types are the same.
-        let v = unsafe { &mut *(v as *mut Rows4<T>).cast::<Rows4<f32>>() };
+        let out = unsafe { &mut *(out as *mut Rows4<T>).cast::<Rows4<f32>>() };
         // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents are
         // checked above.
-        unsafe { input_tiles4_avx2(p, v, i0, n) };
+        unsafe { tiles_to_six_avx2::<R, F>(p, out, i0, n) };
         return;
     }
     let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
     for i in 0..n {
-        let h: [[T; 6]; 6] = std::array::from_fn(|r| in_1d(std::array::from_fn(|c| p[r][4 * i + c]), two, four));
+        let h: [[T; 6]; R] = std::array::from_fn(|r| F::apply(std::array::from_fn(|c| p[r][4 * i + c]), two, four));
         for j in 0..6 {
-            let col = in_1d(std::array::from_fn(|r| h[r][j]), two, four);
+            let col = F::apply(std::array::from_fn(|r| h[r][j]), two, four);
             for (k, val) in col.into_iter().enumerate() {
-                v[6 * k + j][i0 + i] = val;
+                out[6 * k + j][i0 + i] = val;
             }
         }
     }
 }
 
-/// [`input_tiles4`] for `n >= 8` tiles, eight at a time; a last partial
+/// [`tiles_to_six`] for `n >= 8` tiles, eight at a time; a last partial
 /// group is done as the eight tiles ending at `n`, rewriting some with the
 /// same values.
 ///
 /// # Safety
 /// AVX2 must be available; `n >= 8`, `i0 + n <= SEG`, each `p[r].len() >=
-/// 4n + 2`.
+/// 4n + R - 4`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn input_tiles4_avx2(p: [&[f32]; 6], v: &mut Rows4<f32>, i0: usize, n: usize) {
+unsafe fn tiles_to_six_avx2<const R: usize, F: ToSix<R>>(p: [&[f32]; R], out: &mut Rows4<f32>, i0: usize, n: usize) {
     let (two, four) = (F8(_mm256_set1_ps(2.0)), F8(_mm256_set1_ps(4.0)));
     let mut i = 0;
     loop {
-        // SAFETY: `i + 8 <= n`: tiles i .. i + 8 read p[r][4i .. 4i + 34],
-        // inside each row (`4(i + 8) + 2 <= 4n + 2`).
-        let row = |r: usize| in_1d(unsafe { columns6(p[r].as_ptr().add(4 * i), true) }, two, four);
-        let h = [row(0), row(1), row(2), row(3), row(4), row(5)];
+        let row = |r: usize| {
+            // SAFETY: `i + 8 <= n`: tiles i .. i + 8 read p[r][4i .. 4i + 28 + R]
+            // (columns 4 and 5 only when R = 6), inside each row
+            // (`4(i + 8) + R - 4 <= 4n + R - 4`).
+            let cols = unsafe { columns6(p[r].as_ptr().add(4 * i), R == 6) };
+            F::apply(cols[..R].try_into().unwrap(), two, four)
+        };
+        // The first four rows, then (R = 6) two more; the closures are
+        // defined here and so compiled with AVX2.
+        let h4 = [row(0), row(1), row(2), row(3)];
+        let h45 = if R == 6 { [row(4), row(5)] } else { [h4[0], h4[0]] };
         let at = i0 + i;
         for j in 0..6 {
-            let col = in_1d(std::array::from_fn(|r| h[r][j]), two, four);
-            for (k, val) in col.into_iter().enumerate() {
-                // SAFETY: lanes at .. at + 8 lie in each SEG-long row of `v`
+            let c6 = [h4[0][j], h4[1][j], h4[2][j], h4[3][j], h45[0][j], h45[1][j]];
+            for (k, val) in F::apply(c6[..R].try_into().unwrap(), two, four).into_iter().enumerate() {
+                // SAFETY: lanes at .. at + 8 lie in each SEG-long row of `out`
                 // (`at + 8 <= i0 + n <= SEG`).
-                unsafe { _mm256_storeu_ps(v[6 * k + j].as_mut_ptr().add(at), val.0) };
+                unsafe { _mm256_storeu_ps(out[6 * k + j].as_mut_ptr().add(at), val.0) };
             }
         }
         if i + 8 == n {
@@ -488,65 +530,11 @@ fn grad_1d<L: Lane>(y: [L; 4], two: L, four: L) -> [L; 6] {
 /// `dM = A dY A^T` for `n` consecutive tiles of one tile row into
 /// `dm[e][i0 .. i0 + n]`, from the four output-gradient rows `p[a]` the
 /// tiles' rows lie on: tile `i` reads `p[a][4i .. 4i + 4]` (`p[a].len() >=
-/// 4n`). Per tile, [`grad_1d`] along each row, then along each column.
+/// 4n`). Per tile, [`grad_1d`] along each row, then along each column
+/// ([`tiles_to_six`]).
 #[inline(always)]
 pub(crate) fn output_grad_tiles4<T: Element>(p: [&[T]; 4], dm: &mut Rows4<T>, i0: usize, n: usize) {
-    assert!(i0 + n <= SEG && p.iter().all(|r| r.len() >= 4 * n));
-    #[cfg(target_arch = "x86_64")]
-    if n >= 8 && avx2_f32::<T>() {
-        let p = p.map(super::f32s);
-        // SAFETY: `T` is f32 (`avx2_f32`), so the two types are the same.
-        let dm = unsafe { &mut *(dm as *mut Rows4<T>).cast::<Rows4<f32>>() };
-        // SAFETY: AVX2 is available (`avx2_f32`); `n >= 8` and the extents are
-        // checked above.
-        unsafe { output_grad_tiles4_avx2(p, dm, i0, n) };
-        return;
-    }
-    let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
-    for i in 0..n {
-        let h: [[T; 6]; 4] = std::array::from_fn(|a| grad_1d(std::array::from_fn(|b| p[a][4 * i + b]), two, four));
-        for j in 0..6 {
-            let col = grad_1d([h[0][j], h[1][j], h[2][j], h[3][j]], two, four);
-            for (k, val) in col.into_iter().enumerate() {
-                dm[6 * k + j][i0 + i] = val;
-            }
-        }
-    }
-}
-
-/// [`output_grad_tiles4`] for `n >= 8` tiles, eight at a time; a last
-/// partial group is done as the eight tiles ending at `n`.
-///
-/// # Safety
-/// AVX2 must be available; `n >= 8`, `i0 + n <= SEG`, each `p[a].len() >=
-/// 4n`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn output_grad_tiles4_avx2(p: [&[f32]; 4], dm: &mut Rows4<f32>, i0: usize, n: usize) {
-    let (two, four) = (F8(_mm256_set1_ps(2.0)), F8(_mm256_set1_ps(4.0)));
-    let mut i = 0;
-    loop {
-        // SAFETY: `i + 8 <= n`: tiles i .. i + 8 read p[a][4i .. 4i + 32],
-        // inside each row (`4(i + 8) <= 4n`).
-        let row = |a: usize| {
-            let c = unsafe { columns6(p[a].as_ptr().add(4 * i), false) };
-            grad_1d([c[0], c[1], c[2], c[3]], two, four)
-        };
-        let h = [row(0), row(1), row(2), row(3)];
-        let at = i0 + i;
-        for j in 0..6 {
-            let col = grad_1d([h[0][j], h[1][j], h[2][j], h[3][j]], two, four);
-            for (k, val) in col.into_iter().enumerate() {
-                // SAFETY: lanes at .. at + 8 lie in each SEG-long row of `dm`
-                // (`at + 8 <= i0 + n <= SEG`).
-                unsafe { _mm256_storeu_ps(dm[6 * k + j].as_mut_ptr().add(at), val.0) };
-            }
-        }
-        if i + 8 == n {
-            return;
-        }
-        i = (i + 8).min(n - 8);
-    }
+    tiles_to_six::<T, 4, Grad>(p, dm, i0, n);
 }
 
 /// `dg = G^T du` for one column `du` of six values, with `k` the
