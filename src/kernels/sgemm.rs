@@ -583,7 +583,13 @@ pub(crate) unsafe fn micro<A: Steps>(
 ) {
     if wide_kernel() {
         // SAFETY: AVX-512F detected; the operands as the caller guarantees.
-        unsafe { kernel_6x32_avx512(k, a, b0, b1, init, c, rsc, mr, nr) };
+        unsafe {
+            if nr > NR {
+                kernel_6x32_avx512(k, a, b0, b1, init, c, rsc, mr, nr);
+            } else {
+                kernel_6x16_avx512(k, a, b0, init, c, rsc, mr, nr);
+            }
+        }
         return;
     }
     // SAFETY: AVX2 and FMA (`available`); the operands as the caller guarantees.
@@ -773,6 +779,57 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
                 *c.add(r * rsc + j) = v;
             }
         }
+    }
+}
+
+/// One `mr x nr` (at most 6 x 16) block of `C` from `k` steps of 6 FMAs on
+/// 16-lane registers (AVX-512F): the blocks of one `B` panel that
+/// [`kernel_6x32_avx512`] would run half empty (the Winograd products of 16
+/// tiles, a last odd panel). Partial rows load and store through a lane
+/// mask. Same chain of fused multiply-adds per element as the other kernels,
+/// so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6x16_avx512<A: Steps>(
+    k: usize,
+    a: A,
+    b: *const f32,
+    init: Init,
+    c: *mut f32,
+    rsc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    debug_assert!(nr <= NR && mr <= MR);
+    let mask: __mmask16 = if nr >= NR { !0 } else { (1u16 << nr) - 1 };
+    let mut acc = [_mm512_setzero_ps(); MR];
+    match init {
+        Init::Zero => {}
+        Init::ColBias(bias) => {
+            // SAFETY: the caller provides nr rounded up to 16 bias values.
+            acc = [unsafe { _mm512_loadu_ps(bias) }; MR];
+        }
+        Init::Load => {
+            for (r, row) in acc.iter_mut().enumerate().take(mr) {
+                // SAFETY: row r < mr of C; the mask reads columns j < nr
+                // only (masked-off lanes are not accessed).
+                *row = unsafe { _mm512_maskz_loadu_ps(mask, c.add(r * rsc)) };
+            }
+        }
+    }
+    for p in 0..k {
+        // SAFETY: step p of the operands: MR elements of A, NR of the panel.
+        unsafe {
+            let z = _mm512_loadu_ps(b.add(p * NR));
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = _mm512_fmadd_ps(_mm512_set1_ps(*a.elem(p, r)), z, *row);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row r < mr of C, columns j < nr (the mask).
+        unsafe { _mm512_mask_storeu_ps(c.add(r * rsc), mask, *row) };
     }
 }
 
