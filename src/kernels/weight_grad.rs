@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::im2col::im2col_tile;
 use super::implicit_wgrad;
-use super::parallel::{MIN_BLOCK_ROWS, SharedMut, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
+use super::parallel::{MIN_BLOCK_ROWS, SharedMut, TASKS_PER_THREAD, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
@@ -34,6 +34,9 @@ pub(crate) struct Plan {
     cib: usize,
     nblocks: usize,
     nchunks: usize,
+    /// Blocks of whole 16-channel panels the output channels are cut into
+    /// where chunks x groups x channel blocks leave threads idle.
+    osplits: usize,
     ntasks: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
@@ -67,7 +70,13 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         WEIGHT_GRAD_UNITS.div_ceil(units).min(geom.n())
     };
     let tiles = Tiling::for_rows::<T>(geom, cib * khkw, 1);
-    let ntasks = nchunks * units;
+    // The units above fix the summation order. Where they are fewer than the
+    // threads want (8 images, one channel block: the stem and the 1x1 on 16
+    // threads), the output channels are cut too: that changes no sum, and
+    // costs only the column tile built again per block (nothing for 1x1).
+    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
+    let osplits = want.div_ceil(nchunks * units).min(geom.cog().div_ceil(NR));
+    let ntasks = nchunks * units * osplits;
     let parts = parts_for(ntasks);
     let col = if geom.is_pointwise() {
         0
@@ -89,6 +98,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         cib,
         nblocks,
         nchunks,
+        osplits,
         ntasks,
         parts,
         scratch_len,
@@ -140,6 +150,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
     let ohw = geom.oh() * geom.ow();
     let wlen = geom.weight_len();
     let pointwise = geom.is_pointwise();
+    let opanels = cog.div_ceil(NR);
     ws.scratch_mut(p.parts * p.scratch_len.max(1));
     ws.partials_mut(p.partials_len);
     let (scratch, partials) = (
@@ -149,9 +160,13 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
     let dw_ptr = SharedMut(dw.as_mut_ptr());
     let part_ptr = SharedMut(partials.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, col| {
+        let (task, s) = (task / p.osplits, task % p.osplits);
         let b = task % p.nblocks;
         let g = (task / p.nblocks) % groups;
         let chunk = task / (p.nblocks * groups);
+        // Output channels co0..co1: panels q0..q1 of 16.
+        let (q0, q1) = (s * opanels / p.osplits, (s + 1) * opanels / p.osplits);
+        let (co0, co1) = (q0 * NR, (q1 * NR).min(cog));
         let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
         let rows = (c1 - c0) * khkw;
         let target = if chunk == 0 {
@@ -174,16 +189,17 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
                     im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
                     (col.as_ptr(), tl)
                 };
-                let a_ptr = dy[(n * c_out + g * cog) * ohw + p0..].as_ptr();
-                // SAFETY: C is the cog x rows block of this unit's target
-                // buffer at rows g*cog.., columns c0*kh*kw.. (row stride K),
-                // which no other task with the same chunk touches (distinct
-                // (g, block)) and which tasks of other chunks never address
-                // (separate buffers). A (cog x tl of dY, row stride ohw) and
-                // B (col or x read transposed) are read-only and do not alias it.
+                let a_ptr = dy[(n * c_out + g * cog + co0) * ohw + p0..].as_ptr();
+                // SAFETY: C is the (co1 - co0) x rows block of this unit's
+                // target buffer at rows g*cog + co0.., columns c0*kh*kw..
+                // (row stride K), which no other task with the same chunk
+                // touches (distinct (g, block, output channels)) and which
+                // tasks of other chunks never address (separate buffers). A
+                // (co1 - co0 rows of dY, row stride ohw) and B (col or x read
+                // transposed) are read-only and do not alias it.
                 unsafe {
                     T::gemm(
-                        cog,
+                        co1 - co0,
                         tl,
                         rows,
                         T::ONE,
@@ -194,7 +210,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
                         1,
                         csb as isize,
                         beta,
-                        target.add(g * cog * k + c0 * khkw),
+                        target.add((g * cog + co0) * k + c0 * khkw),
                         k as isize,
                         1,
                     );
@@ -238,22 +254,27 @@ fn weight_grad_packed(
     let ohw = geom.oh() * geom.ow();
     let wlen = geom.weight_len();
     let pointwise = geom.is_pointwise();
-    let npanels = cog.div_ceil(NR);
+    let opanels = cog.div_ceil(NR);
     let tl_max = p.tiles.max_len();
     let col_len = if pointwise { 0 } else { p.cib * khkw * tl_max };
     let dyt_len = sgemm::packed_b_len(tl_max, cog);
-    let acc_len = (p.cib * khkw).div_ceil(MR) * MR * npanels * NR;
+    let acc_len = (p.cib * khkw).div_ceil(MR) * MR * opanels * NR;
     let dw_ptr = SharedMut(dw.as_mut_ptr());
     let part_ptr = SharedMut(partials.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
+        let (task, s) = (task / p.osplits, task % p.osplits);
         let b = task % p.nblocks;
         let g = (task / p.nblocks) % groups;
         let chunk = task / (p.nblocks * groups);
+        // Output channels co0..co1: panels q0..q1 of 16.
+        let (q0, q1) = (s * opanels / p.osplits, (s + 1) * opanels / p.osplits);
+        let (co0, co1) = (q0 * NR, (q1 * NR).min(cog));
         let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
         let rows = (c1 - c0) * khkw;
         let (col, rest) = sgemm::split_aligned(slot, col_len);
         let (dyt, rest) = sgemm::split_aligned(rest, dyt_len);
         let (acc, _) = sgemm::split_aligned(rest, acc_len);
+        let npanels = q1 - q0;
         acc.fill(0.0);
         let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
         for n in n0..n1 {
@@ -265,9 +286,9 @@ fn weight_grad_packed(
                 // dY^T panels of the tile: dyt[(jp * tl_max + q) * NR + j] = dY[jp*16 + j][p0 + q].
                 for jp in 0..npanels {
                     let panel = &mut dyt[jp * tl_max * NR..(jp * tl_max + tl) * NR];
-                    let nch = NR.min(cog - jp * NR);
+                    let nch = NR.min(co1 - co0 - jp * NR);
                     // SAFETY: the plan chose this path only where AVX2 runs.
-                    unsafe { sgemm::pack_panel_transposed(&dyg[jp * NR * ohw + p0..], ohw, nch, tl, panel) };
+                    unsafe { sgemm::pack_panel_transposed(&dyg[(co0 + jp * NR) * ohw + p0..], ohw, nch, tl, panel) };
                 }
                 let (rows_ptr, rs) = if pointwise {
                     (xb[p0..].as_ptr(), hw)
@@ -291,9 +312,10 @@ fn weight_grad_packed(
             // (chunk - 1) * wlen inside `partials`.
             unsafe { part_ptr.get().add((chunk - 1) * wlen) }
         };
-        // SAFETY: this task alone writes columns c0*khkw.. of rows g*cog..
-        // of its chunk's target (distinct (g, block) within a chunk).
-        unsafe { store_sums(acc, rows, cog, target.add(g * cog * k + c0 * khkw), k) };
+        // SAFETY: this task alone writes columns c0*khkw.. of rows
+        // g*cog + co0 .. g*cog + co1 of its chunk's target (distinct (g,
+        // block, output channels) within a chunk).
+        unsafe { store_sums(acc, rows, co1 - co0, target.add((g * cog + co0) * k + c0 * khkw), k) };
     });
     if p.nchunks > 1 {
         add_partials(dw, partials, p.nchunks - 1);
