@@ -297,6 +297,9 @@ pub(crate) struct Plan {
     ntiles: usize,
     /// Tiles per task (a multiple of [`LANES`]).
     block: usize,
+    /// Blocks of output channels each tile block is cut into
+    /// ([`OUTPUT_SPLIT_MIN_CHANNELS`]).
+    splits: usize,
     ntasks: usize,
     packed: bool,
     pub(crate) parts: usize,
@@ -333,12 +336,25 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
     let threads = rayon::current_num_threads().max(1);
     let by_tasks = ntiles.div_ceil(threads * TASKS_PER_THREAD).div_ceil(LANES) * LANES;
     let block = by_bytes.min(by_tasks).max(LANES);
-    let ntasks = ntiles.div_ceil(block);
+    let nblocks = ntiles.div_ceil(block);
+    // Too few tile blocks to go round (batch 1 on small images): cut each
+    // into blocks of output channels too. Each such task transforms its
+    // tiles' input again, so only where threads would otherwise idle.
+    let splits = if nblocks < threads {
+        (threads * TASKS_PER_THREAD)
+            .div_ceil(nblocks)
+            .min(cout / OUTPUT_SPLIT_MIN_CHANNELS)
+            .max(1)
+    } else {
+        1
+    };
+    let ntasks = nblocks * splits;
     Plan {
         tile,
         grid,
         ntiles,
         block,
+        splits,
         ntasks,
         packed,
         parts: parts_for(ntasks),
@@ -346,6 +362,17 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
         packed_len: ne * u_len(packed, cout, cin) + 64,
     }
 }
+
+/// Fewest output channels of one forward task when a plan cuts its tile
+/// blocks by output channel (fewer tile blocks than threads: infer_b1_3x3
+/// has 4 of 16 tiles at F(2x2)). Each such task transforms its tiles' input
+/// again (about 1/16 of its products' work at 32 channels, F(2x2)).
+const OUTPUT_SPLIT_MIN_CHANNELS: usize = 32;
+
+/// Weight-gradient GEMM tasks per thread and chunk: positions times blocks
+/// of output channels, so that 16 threads do not wait on a last round of
+/// 36 or 16 position GEMMs.
+const WGRAD_GEMM_TASKS: usize = 4;
 
 /// Tiles per parallel piece of a weight-gradient chunk's transforms.
 const PIECE: usize = 64;
@@ -865,7 +892,14 @@ pub(crate) fn forward<T: Element>(
     let ylen = y.len();
     let block = p.block;
     let (ve, me) = (cin * block + PLANE_PAD, cout * block + PLANE_PAD);
+    let splits = p.splits;
+    let panels = cout.div_ceil(MR);
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, s| {
+        // Tile block `task / splits`, output channels o0..o1 (whole `MR`
+        // panels p0..p1; all of them unless the plan splits).
+        let (task, part) = (task / splits, task % splits);
+        let (p0, p1) = (part * panels / splits, (part + 1) * panels / splits);
+        let (o0, o1) = (p0 * MR, cout.min(p1 * MR));
         let t0 = task * block;
         let t1 = (t0 + block).min(p.ntiles);
         let nt = t1 - t0;
@@ -907,40 +941,42 @@ pub(crate) fn forward<T: Element>(
         for e in 0..ne {
             if p.packed {
                 let (u, v, m) = (f32s(u), f32s(v), f32s_mut(m));
-                // SAFETY: `U_e` holds ceil(cout/MR) panels of `cin` steps,
-                // `V_e` npan panels of `cin` steps, and `M_e` cout rows of
-                // `block >= nt` elements; the packed kernel runs (plan).
+                // SAFETY: `U_e` holds ceil(cout/MR) panels of `cin` steps
+                // (the task's from panel p0), `V_e` npan panels of `cin`
+                // steps, and `M_e` cout rows of `block >= nt` elements (the
+                // task's from row o0); the packed kernel runs (plan).
                 unsafe {
                     sgemm::gemm(
-                        cout,
+                        o1 - o0,
                         nt,
                         cin,
-                        u.as_ptr().add(e * ulen),
+                        u.as_ptr().add(e * ulen + p0 * MR * cin),
                         MR * cin,
                         v.as_ptr().add(e * ve),
                         NR * cin,
-                        m.as_mut_ptr().add(e * me),
+                        m.as_mut_ptr().add(e * me + o0 * block),
                         block,
                         false,
                     );
                 }
             } else {
                 // SAFETY: row-major `U_e` (cout x cin), `V_e` (cin x block)
-                // and `M_e` (cout x block), all inside their slices.
+                // and `M_e` (cout x block), the task's rows o0..o1 of `U_e`
+                // and `M_e`, all inside their slices.
                 unsafe {
                     T::gemm(
-                        cout,
+                        o1 - o0,
                         cin,
                         nt,
                         T::ONE,
-                        u.as_ptr().add(e * ulen),
+                        u.as_ptr().add(e * ulen + o0 * cin),
                         cin as isize,
                         1,
                         v.as_ptr().add(e * ve),
                         block as isize,
                         1,
                         T::ZERO,
-                        m.as_mut_ptr().add(e * me),
+                        m.as_mut_ptr().add(e * me + o0 * block),
                         block as isize,
                         1,
                     );
@@ -959,7 +995,7 @@ pub(crate) fn forward<T: Element>(
                 continue;
             }
             let wlen = (ow - ox0).div_ceil(dw).min(mt * sg.len);
-            for co in 0..cout {
+            for co in o0..o1 {
                 let b = bias.map_or(T::ZERO, |b| b[co]);
                 let at: [Option<usize>; 4] = std::array::from_fn(|a| {
                     let oy = sg.py + dh * (mt * sg.ty + a);
@@ -1043,7 +1079,14 @@ pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry, tile: Tile) -> WgradPlan {
     let ntiles = geom.n() * grid.per_image;
     let ne = tile.ne();
     let per_tile = ne * (cin + cout) * std::mem::size_of::<T>();
-    let chunk = (WGRAD_CHUNK_BYTES / per_tile)
+    // All threads share a chunk, so on the packed kernel it grows with them
+    // (each thread's share stays WGRAD_CHUNK_BYTES). That changes no bits
+    // there: every element of `dU` is one chain of fused multiply-adds over
+    // the tiles in order, whichever chunks they fall in. matrixmultiply adds
+    // each chunk's product to `dU` as a whole, so there the chunks must not
+    // depend on the thread count.
+    let share = if packed { rayon::current_num_threads().max(1) } else { 1 };
+    let chunk = (WGRAD_CHUNK_BYTES * share / per_tile)
         .max(wgrad_min_chunk(cin, cout))
         .div_ceil(LANES)
         .min(ntiles.div_ceil(LANES))
@@ -1141,20 +1184,31 @@ pub(crate) fn weight_grad<T: Element>(
         }
         let dub = SharedMut(du.as_mut_ptr());
         let (v, m): (&[T], &[T]) = (v, m);
-        (0..ne).into_par_iter().for_each(|e| {
-            // SAFETY: position `e` owns `dU_e`, rows e*cout .. (e+1)*cout of
-            // `du`; no other task touches them.
-            let du_e = unsafe { std::slice::from_raw_parts_mut(dub.get().add(e * cout * cin), cout * cin) };
+        // One task per position and block of output channels (whole `MR`
+        // panels): enough tasks for every thread (36 or 16 positions alone
+        // leave 16 threads a third idle in the last round).
+        let panels = cout.div_ceil(MR);
+        let nb = (WGRAD_GEMM_TASKS * rayon::current_num_threads())
+            .div_ceil(ne)
+            .min(panels);
+        (0..ne * nb).into_par_iter().for_each(|task| {
+            let (e, b) = (task / nb, task % nb);
+            let (p0, p1) = (b * panels / nb, (b + 1) * panels / nb);
+            let (o0, o1) = (p0 * MR, cout.min(p1 * MR));
+            // SAFETY: task (e, b) owns rows o0..o1 of `dU_e` (rows
+            // e*cout + o0 .. e*cout + o1 of `du`); no other task touches them.
+            let du_e = unsafe { std::slice::from_raw_parts_mut(dub.get().add((e * cout + o0) * cin), (o1 - o0) * cin) };
             if p.packed {
                 let (v, m, du_e) = (f32s(v), f32s(m), f32s_mut(du_e));
-                // SAFETY: `dM_e` holds ceil(cout/MR) panels of `k` steps,
-                // `V_e` ceil(cin/NR) panels of `k` steps, `dU_e` is cout x cin.
+                // SAFETY: `dM_e` holds ceil(cout/MR) panels of `k` steps (the
+                // block's start at panel p0), `V_e` ceil(cin/NR) panels of `k`
+                // steps, and `du_e` the block's o1 - o0 rows of cin.
                 unsafe {
                     sgemm::gemm(
-                        cout,
+                        o1 - o0,
                         cin,
                         k,
-                        m.as_ptr().add(e * mp),
+                        m.as_ptr().add(e * mp + p0 * MR * k),
                         MR * k,
                         v.as_ptr().add(e * vp),
                         NR * k,
@@ -1164,15 +1218,16 @@ pub(crate) fn weight_grad<T: Element>(
                     );
                 }
             } else {
-                // SAFETY: row-major `dM_e` (cout x k), `V_e` (cin x k) read
-                // transposed, `dU_e` (cout x cin).
+                // SAFETY: row-major `dM_e` (cout x k, the block's rows from
+                // o0), `V_e` (cin x k) read transposed, `du_e` the block's
+                // o1 - o0 rows of cin.
                 unsafe {
                     T::gemm(
-                        cout,
+                        o1 - o0,
                         k,
                         cin,
                         T::ONE,
-                        m.as_ptr().add(e * mp),
+                        m.as_ptr().add(e * mp + o0 * k),
                         k as isize,
                         1,
                         v.as_ptr().add(e * vp),
