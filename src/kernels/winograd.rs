@@ -124,9 +124,12 @@ pub(crate) const TASK_BYTES: usize = 512 * 1024;
 const PLANE_PAD: usize = 16;
 
 /// Target bytes of one weight-gradient chunk's transformed input and output
-/// gradient (`16 * (c_in + c_out) * tiles` elements), written by the
+/// gradient (`16 * (c_in + c_out) * tiles` elements) per thread (on the
+/// packed kernel; one thread's worth on matrixmultiply), written by the
 /// transforms and read back by the GEMMs: 1 MiB stays in L2 and L3's
-/// nearest slices. resnet_3x3_56 (64 channels) measured 55-57 GFLOP/s with
+/// nearest slices. Chunks of one thread's size held 16 threads of the lent
+/// Xeon to 3.2x one thread on resnet_3x3_56 (343 GFLOP/s); with the chunk
+/// grown per thread, 963-1114. resnet_3x3_56 (64 channels) measured 55-57 GFLOP/s with
 /// 1 MiB chunks (128 tiles), 53 with 2 MiB and 37-39 with 8 MiB (1 thread,
 /// alternating runs). The chunk's tiles are also the reduction length of its
 /// 16 GEMMs, which reload `dU` (`16 * c_out * c_in`) once per chunk, so a
