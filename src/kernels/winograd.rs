@@ -127,11 +127,11 @@ const PLANE_PAD: usize = 16;
 /// gradient (`16 * (c_in + c_out) * tiles` elements) per thread (on the
 /// packed kernel; one thread's worth on matrixmultiply), written by the
 /// transforms and read back by the GEMMs: 1 MiB stays in L2 and L3's
-/// nearest slices. Chunks of one thread's size held 16 threads of the lent
-/// Xeon to 3.2x one thread on resnet_3x3_56 (343 GFLOP/s); with the chunk
-/// grown per thread, 963-1114. resnet_3x3_56 (64 channels) measured 55-57 GFLOP/s with
+/// nearest slices. resnet_3x3_56 (64 channels) measured 55-57 GFLOP/s with
 /// 1 MiB chunks (128 tiles), 53 with 2 MiB and 37-39 with 8 MiB (1 thread,
-/// alternating runs). The chunk's tiles are also the reduction length of its
+/// alternating runs). Chunks of one thread's size held 16 threads of the
+/// lent Xeon to 3.2x one thread on resnet_3x3_56 (343 GFLOP/s); with the
+/// chunk grown per thread, 963-1114 GFLOP/s. The chunk's tiles are also the reduction length of its
 /// 16 GEMMs, which reload `dU` (`16 * c_out * c_in`) once per chunk, so a
 /// chunk has at least [`wgrad_min_chunk`] tiles.
 pub(crate) const WGRAD_CHUNK_BYTES: usize = 1 << 20;
@@ -1011,8 +1011,8 @@ pub(crate) fn forward<T: Element>(
                             assert!(at + wlen <= ylen);
                             // SAFETY: `at .. at + wlen` lies inside `y`
                             // (checked) and holds pixels of this task's
-                            // tiles only, which no other task touches; the
-                            // rows are distinct.
+                            // tiles and output channel only, which no other
+                            // task touches; the rows are distinct.
                             unsafe { std::slice::from_raw_parts_mut(ybase.get().add(at), wlen) }
                         })
                     })
@@ -1038,7 +1038,7 @@ pub(crate) fn forward<T: Element>(
                     assert!(at + dw * (wlen - 1) < ylen);
                     for (j, &v) in l[..wlen].iter().enumerate() {
                         // SAFETY: inside `y` (checked for the last); the
-                        // pixel belongs to a tile of this task alone.
+                        // pixel and channel belong to this task alone.
                         unsafe { *ybase.get().add(at + dw * j) = v };
                     }
                 }
