@@ -140,8 +140,42 @@ fn sgemm_call(m: usize, k: usize, n: usize) -> impl FnMut() {
     }
 }
 
+/// Printed for `--help`, and for an unknown option (then with exit code 2).
+const USAGE: &str = "\
+usage: bench_report [options]
+  --seconds S      timing budget per cell (default 0.5)
+  --threads LIST   thread counts, e.g. 1,2,16 (default 1 and all cores)
+  --only ROWS      comma-separated suite rows (default all)
+  --no-naive       skip the naive reference timings
+  --csv PATH       write the measured cells as CSV
+  --torch PATH     add PyTorch's figures (torch_suite.py CSV) side by side
+  --svg PATH       draw the bar chart (with --torch)
+  --results PATH   print the tables from an earlier --csv instead of timing";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    const VALUED: [&str; 7] = [
+        "--seconds",
+        "--threads",
+        "--only",
+        "--csv",
+        "--torch",
+        "--svg",
+        "--results",
+    ];
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if VALUED.contains(&a.as_str()) {
+            rest.next();
+        } else if a != "--no-naive" {
+            eprintln!("unknown option {a}\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
     let opt = |name: &str| {
         args.iter()
             .position(|a| a == name)
