@@ -293,7 +293,12 @@ fn forward_packed(
                     NR * rows,
                     c,
                     ohw,
-                    accumulate,
+                    // The first block writes the output, which is cold.
+                    if accumulate {
+                        sgemm::Start::Accumulate
+                    } else {
+                        sgemm::Start::ZeroCold
+                    },
                 );
             }
             accumulate = true;

@@ -256,7 +256,12 @@ fn input_grad_packed(
                     NR * cog,
                     c_ptr,
                     rsc,
-                    false,
+                    // dX itself (1x1) is cold; the column tile is not.
+                    if pointwise {
+                        sgemm::Start::ZeroCold
+                    } else {
+                        sgemm::Start::Zero
+                    },
                 )
             };
             if !pointwise {

@@ -959,7 +959,7 @@ pub(crate) fn forward<T: Element>(
                         NR * cin,
                         m.as_mut_ptr().add(e * me + o0 * block),
                         block,
-                        false,
+                        sgemm::Start::Zero,
                     );
                 }
             } else {
@@ -1217,7 +1217,11 @@ pub(crate) fn weight_grad<T: Element>(
                         NR * k,
                         du_e.as_mut_ptr(),
                         cin,
-                        c > 0,
+                        if c > 0 {
+                            sgemm::Start::Accumulate
+                        } else {
+                            sgemm::Start::Zero
+                        },
                     );
                 }
             } else {
