@@ -44,6 +44,23 @@ pub(crate) fn prefetch<T>(s: &[T]) {
     let _ = s;
 }
 
+/// [`prefetch`] of the `len` elements from `p`, for memory a task owns but
+/// holds no slice of (an output row it writes next).
+///
+/// # Safety
+/// `p .. p + len` must lie inside one allocation.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_raw<T>(p: *const T, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..len).step_by((64 / std::mem::size_of::<T>().max(1)).max(1)) {
+        // SAFETY: a prefetch never faults; the address lies in the range the
+        // caller names.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(i).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
 /// [`prefetch`] of piece `i` of `s` cut into `parts` nearly equal pieces: a
 /// loop of `parts` steps spreads one slice's prefetches over its steps.
 #[inline(always)]
