@@ -365,10 +365,10 @@ pub(crate) enum Start {
     /// or input gradient): the kernel prefetches each block's lines of `C`
     /// before its multiply-adds, so that its stores do not wait for them.
     /// resnet_1x1_56's input gradient (which writes `dX` directly) measured
-    /// 24.8 -> 41.6 GFLOP/s at 1 thread and 55.8 -> 80.6 at 2 (medians of
-    /// 9 and 7 alternating runs); where `C` is a cached scratch tile the
-    /// prefetches cost 1-5% (the col2im and Winograd paths), so they ask
-    /// for [`Start::Zero`].
+    /// 37.0 -> 45.0 GFLOP/s at 1 thread and 65.3 -> 83.5 at 2 (medians of 7
+    /// alternating runs against the build before); where `C` is a cached
+    /// scratch tile the prefetches cost 1-5% (the col2im and Winograd
+    /// paths), so they ask for [`Start::Zero`].
     ZeroCold,
     /// `C += A * B`.
     Accumulate,
