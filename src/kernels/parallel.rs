@@ -44,6 +44,16 @@ pub(crate) const PANEL: usize = 16;
 /// the micro-kernel's edge) outweigh the cache benefit.
 pub(crate) const MIN_TILE_PIXELS: usize = 64;
 
+/// Elements `o0..o1` of block `part` when `len` elements, in panels of
+/// `width` (the last one may be partial), are cut into `parts` blocks of
+/// whole panels, as nearly equal as the panels allow: the output-channel
+/// blocks of the many-thread splits (Winograd passes, weight gradients).
+pub(crate) fn panel_block(part: usize, parts: usize, len: usize, width: usize) -> (usize, usize) {
+    let panels = len.div_ceil(width);
+    let (p0, p1) = (part * panels / parts, (part + 1) * panels / parts);
+    (p0 * width, len.min(p1 * width))
+}
+
 /// Tasks per thread the planners aim for when images x groups alone are too
 /// few, so that uneven task sizes still balance.
 pub(crate) const TASKS_PER_THREAD: usize = 2;

@@ -21,7 +21,9 @@ use rayon::prelude::*;
 
 use super::im2col::im2col_tile;
 use super::implicit_wgrad;
-use super::parallel::{MIN_BLOCK_ROWS, SharedMut, TASKS_PER_THREAD, Tiling, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
+use super::parallel::{
+    MIN_BLOCK_ROWS, SharedMut, TASKS_PER_THREAD, Tiling, WEIGHT_GRAD_UNITS, panel_block, parts_for, run_tasks,
+};
 use super::sgemm::{self, MR, NR};
 use super::{f32s, f32s_mut};
 use crate::element::Element;
@@ -150,7 +152,6 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
     let ohw = geom.oh() * geom.ow();
     let wlen = geom.weight_len();
     let pointwise = geom.is_pointwise();
-    let opanels = cog.div_ceil(NR);
     ws.scratch_mut(p.parts * p.scratch_len.max(1));
     ws.partials_mut(p.partials_len);
     let (scratch, partials) = (
@@ -164,9 +165,8 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         let b = task % p.nblocks;
         let g = (task / p.nblocks) % groups;
         let chunk = task / (p.nblocks * groups);
-        // Output channels co0..co1: panels q0..q1 of 16.
-        let (q0, q1) = (s * opanels / p.osplits, (s + 1) * opanels / p.osplits);
-        let (co0, co1) = (q0 * NR, (q1 * NR).min(cog));
+        // Output channels co0..co1: whole panels of 16.
+        let (co0, co1) = panel_block(s, p.osplits, cog, NR);
         let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
         let rows = (c1 - c0) * khkw;
         let target = if chunk == 0 {
@@ -254,11 +254,10 @@ fn weight_grad_packed(
     let ohw = geom.oh() * geom.ow();
     let wlen = geom.weight_len();
     let pointwise = geom.is_pointwise();
-    let opanels = cog.div_ceil(NR);
     let tl_max = p.tiles.max_len();
     let col_len = if pointwise { 0 } else { p.cib * khkw * tl_max };
     let dyt_len = sgemm::packed_b_len(tl_max, cog);
-    let acc_len = (p.cib * khkw).div_ceil(MR) * MR * opanels * NR;
+    let acc_len = (p.cib * khkw).div_ceil(MR) * MR * cog.div_ceil(NR) * NR;
     let dw_ptr = SharedMut(dw.as_mut_ptr());
     let part_ptr = SharedMut(partials.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
@@ -266,15 +265,14 @@ fn weight_grad_packed(
         let b = task % p.nblocks;
         let g = (task / p.nblocks) % groups;
         let chunk = task / (p.nblocks * groups);
-        // Output channels co0..co1: panels q0..q1 of 16.
-        let (q0, q1) = (s * opanels / p.osplits, (s + 1) * opanels / p.osplits);
-        let (co0, co1) = (q0 * NR, (q1 * NR).min(cog));
+        // Output channels co0..co1: whole panels of 16.
+        let (co0, co1) = panel_block(s, p.osplits, cog, NR);
         let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
         let rows = (c1 - c0) * khkw;
         let (col, rest) = sgemm::split_aligned(slot, col_len);
         let (dyt, rest) = sgemm::split_aligned(rest, dyt_len);
         let (acc, _) = sgemm::split_aligned(rest, acc_len);
-        let npanels = q1 - q0;
+        let npanels = (co1 - co0).div_ceil(NR);
         acc.fill(0.0);
         let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
         for n in n0..n1 {

@@ -60,7 +60,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::isa::avx2_f32;
-use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
+use super::parallel::{SharedMut, TASKS_PER_THREAD, panel_block, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::winograd_simd::weight_block_avx2;
@@ -896,13 +896,11 @@ pub(crate) fn forward<T: Element>(
     let block = p.block;
     let (ve, me) = (cin * block + PLANE_PAD, cout * block + PLANE_PAD);
     let splits = p.splits;
-    let panels = cout.div_ceil(MR);
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, s| {
         // Tile block `task / splits`, output channels o0..o1 (whole `MR`
-        // panels p0..p1; all of them unless the plan splits).
+        // panels; all of them unless the plan splits).
         let (task, part) = (task / splits, task % splits);
-        let (p0, p1) = (part * panels / splits, (part + 1) * panels / splits);
-        let (o0, o1) = (p0 * MR, cout.min(p1 * MR));
+        let (o0, o1) = panel_block(part, splits, cout, MR);
         let t0 = task * block;
         let t1 = (t0 + block).min(p.ntiles);
         let nt = t1 - t0;
@@ -945,7 +943,7 @@ pub(crate) fn forward<T: Element>(
             if p.packed {
                 let (u, v, m) = (f32s(u), f32s(v), f32s_mut(m));
                 // SAFETY: `U_e` holds ceil(cout/MR) panels of `cin` steps
-                // (the task's from panel p0), `V_e` npan panels of `cin`
+                // (the task's from row o0), `V_e` npan panels of `cin`
                 // steps, and `M_e` cout rows of `block >= nt` elements (the
                 // task's from row o0); the packed kernel runs (plan).
                 unsafe {
@@ -953,7 +951,7 @@ pub(crate) fn forward<T: Element>(
                         o1 - o0,
                         nt,
                         cin,
-                        u.as_ptr().add(e * ulen + p0 * MR * cin),
+                        u.as_ptr().add(e * ulen + o0 * cin),
                         MR * cin,
                         v.as_ptr().add(e * ve),
                         NR * cin,
@@ -1205,28 +1203,26 @@ pub(crate) fn weight_grad<T: Element>(
         // One task per position and block of output channels (whole `MR`
         // panels): enough tasks for every thread (36 or 16 positions alone
         // leave 16 threads a third idle in the last round).
-        let panels = cout.div_ceil(MR);
         let nb = (WGRAD_GEMM_TASKS * rayon::current_num_threads())
             .div_ceil(ne)
-            .min(panels);
+            .min(cout.div_ceil(MR));
         (0..ne * nb).into_par_iter().for_each(|task| {
             let (e, b) = (task / nb, task % nb);
-            let (p0, p1) = (b * panels / nb, (b + 1) * panels / nb);
-            let (o0, o1) = (p0 * MR, cout.min(p1 * MR));
+            let (o0, o1) = panel_block(b, nb, cout, MR);
             // SAFETY: task (e, b) owns rows o0..o1 of `dU_e` (rows
             // e*cout + o0 .. e*cout + o1 of `du`); no other task touches them.
             let du_e = unsafe { std::slice::from_raw_parts_mut(dub.get().add((e * cout + o0) * cin), (o1 - o0) * cin) };
             if p.packed {
                 let (v, m, du_e) = (f32s(v), f32s(m), f32s_mut(du_e));
                 // SAFETY: `dM_e` holds ceil(cout/MR) panels of `k` steps (the
-                // block's start at panel p0), `V_e` ceil(cin/NR) panels of `k`
+                // block's from row o0), `V_e` ceil(cin/NR) panels of `k`
                 // steps, and `du_e` the block's o1 - o0 rows of cin.
                 unsafe {
                     sgemm::gemm(
                         o1 - o0,
                         cin,
                         k,
-                        m.as_ptr().add(e * mp + p0 * MR * k),
+                        m.as_ptr().add(e * mp + o0 * k),
                         MR * k,
                         v.as_ptr().add(e * vp),
                         NR * k,
