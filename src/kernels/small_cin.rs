@@ -16,9 +16,16 @@
 //! Output pixel `(oy, ox)`, tap `(ci, ky, kx)` then reads slab element
 //! `ci * chan_stride + ((oy - oy0) * sh + ky) * row_stride + (kx % sw) * wq +
 //! kx / sw + ox`, so eight consecutive `ox` read eight consecutive elements
-//! whatever the stride: with `k = (ci * kh + ky) * kw + kx`,
-//! `Y[co][oy][ox] = b[co] + sum over k of W[co][k] * slab[off[k] + ...]`, one
-//! fused multiply-add chain per element in the order of `k`. A task runs
+//! whatever the stride. The offset splits into a row part
+//! `rows[ci * kh + ky] = ci * chan_stride + ky * row_stride` and a column part
+//! `cols[kx] = (kx % sw) * wq + kx / sw`: with `k = (ci * kh + ky) * kw + kx`,
+//! `Y[co][oy][ox] = b[co] + sum over k of W[co][k] * slab[rows[..] + cols[kx] + ...]`,
+//! one fused multiply-add chain per element in the order of `k`. The kernel
+//! walks the rows with `kw` as a compile-time constant for the suite's widths
+//! (3, 5, 7), so the `kx` loop unrolls: walking one flat offset per tap, as
+//! it first did, left a loop that the generic x86-64 build does not unroll,
+//! and the stem ran about 50 GFLOP/s where the unrolled walk runs about 66-70
+//! (`docs/design.md`). A task runs
 //! its band channel block by channel block (each channel's output rows then
 //! follow each other in memory). Bands and channel blocks change no bit, so
 //! results do not depend on the thread count.
@@ -107,7 +114,7 @@ fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
         parts: parts_for(ntasks),
         scratch_len: slab_len + 8,
         packed_len: geom.c_out().div_ceil(CB) * CB * geom.k_len() + 8,
-        index_len: geom.k_len(),
+        index_len: geom.c_in() * kh + kw,
     }
 }
 
@@ -136,16 +143,19 @@ pub(crate) fn forward(
     let (sh, sw) = geom.stride();
     let (h, wd, oh, ow) = (geom.h(), geom.w(), geom.oh(), geom.ow());
     let (pt, _, pl, _) = geom.padding();
+    // offs: the c_in * kh row offsets, then the kw column offsets.
+    let (rows, cols) = offs[..c_in * kh + kw].split_at_mut(c_in * kh);
     for ci in 0..c_in {
         for ky in 0..kh {
-            for kx in 0..kw {
-                offs[(ci * kh + ky) * kw + kx] =
-                    (ci * p.chan_stride + ky * p.row_stride + (kx % sw) * p.wq + kx / sw) as u32;
-            }
+            rows[ci * kh + ky] = (ci * p.chan_stride + ky * p.row_stride) as u32;
         }
     }
-    let offs = &offs[..k];
-    let max_off = offs.iter().max().map_or(0, |&o| o as usize);
+    for (kx, c) in cols.iter_mut().enumerate() {
+        *c = ((kx % sw) * p.wq + kx / sw) as u32;
+    }
+    let (rows, cols) = (&*rows, &*cols);
+    let reach = |o: &[u32]| o.iter().max().map_or(0, |&v| v as usize);
+    let max_off = reach(rows) + reach(cols);
     // W in blocks of CB output channels: step k of block b at (b * k + k) * CB,
     // zeros past c_out.
     let nblk = c_out.div_ceil(CB);
@@ -176,13 +186,23 @@ pub(crate) fn forward(
                 }
                 let row = &plane[iy as usize * wd..(iy as usize + 1) * wd];
                 for (ph, d) in dst.chunks_exact_mut(p.wq).enumerate() {
-                    for (j, v) in d.iter_mut().enumerate() {
-                        let c = (j * sw + ph) as isize - pl as isize;
-                        *v = if c >= 0 && (c as usize) < wd {
-                            row[c as usize]
+                    // d[j] = row[j * sw + c0] for j0 <= j < j1 (the columns
+                    // inside the image), zero elsewhere.
+                    let c0 = ph as isize - pl as isize;
+                    let j0 = if c0 >= 0 { 0 } else { c0.unsigned_abs().div_ceil(sw) }.min(p.wq);
+                    let j1 = (wd as isize - c0).max(0).unsigned_abs().div_ceil(sw).clamp(j0, p.wq);
+                    d[..j0].fill(0.0);
+                    d[j1..].fill(0.0);
+                    if j1 > j0 {
+                        let first = (j0 as isize * sw as isize + c0) as usize;
+                        let (d, src) = (&mut d[j0..j1], &row[first..first + (j1 - j0 - 1) * sw + 1]);
+                        if sw == 1 {
+                            d.copy_from_slice(src);
                         } else {
-                            0.0
-                        };
+                            for (j, v) in d.iter_mut().enumerate() {
+                                *v = src[j * sw];
+                            }
+                        }
                     }
                 }
             }
@@ -202,7 +222,8 @@ pub(crate) fn forward(
                 let wb = &packed[blk * CB * k..(blk + 1) * CB * k];
                 let block = Block {
                     x: &slab[base..],
-                    offs,
+                    rows,
+                    cols,
                     max_off,
                     w: wb,
                     init,
@@ -226,7 +247,10 @@ pub(crate) fn forward(
 struct Block<'a> {
     /// The slab from the block's first pixel, for tap offset 0.
     x: &'a [f32],
-    offs: &'a [u32],
+    /// Offset of each tap row `(ci, ky)`, in the order of `k`.
+    rows: &'a [u32],
+    /// Offset of each tap column `kx` from its row's.
+    cols: &'a [u32],
     /// The largest tap offset.
     max_off: usize,
     /// The channel block's packed weights, `CB` per step.
@@ -247,6 +271,29 @@ impl Block<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn row(&self, y: *mut f32, ohw: usize) {
+        let reach = |o: &[u32]| o.iter().max().map_or(0, |&v| v as usize);
+        assert!(reach(self.rows) + reach(self.cols) <= self.max_off);
+        // SAFETY: this function's contract; `max_off` bounds every tap
+        // offset (asserted above), as `run` requires.
+        unsafe {
+            match self.cols.len() {
+                7 => self.row_kw::<7>(y, ohw),
+                5 => self.row_kw::<5>(y, ohw),
+                3 => self.row_kw::<3>(y, ohw),
+                _ => self.row_kw::<0>(y, ohw),
+            }
+        }
+    }
+
+    /// [`Block::row`] with `KW` taps per row known at compile time (0: read
+    /// from `cols`).
+    ///
+    /// # Safety
+    /// As [`Block::row`]; `KW` is 0 or `cols.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn row_kw<const KW: usize>(&self, y: *mut f32, ohw: usize) {
         let mut ox = 0;
         while ox < self.width {
             let nv = (self.width - ox).div_ceil(8).min(NV);
@@ -259,9 +306,9 @@ impl Block<'_> {
             // contract); `run` checks its reads against `x`.
             unsafe {
                 match nv {
-                    3 => b.run::<3>(y.add(ox), ohw),
-                    2 => b.run::<2>(y.add(ox), ohw),
-                    _ => b.run::<1>(y.add(ox), ohw),
+                    3 => b.run::<3, KW>(y.add(ox), ohw),
+                    2 => b.run::<2, KW>(y.add(ox), ohw),
+                    _ => b.run::<1, KW>(y.add(ox), ohw),
                 }
             }
             ox += 8 * nv;
@@ -273,35 +320,42 @@ impl Block<'_> {
         unreachable!("the direct small-channel forward runs only where AVX2 and FMA do");
     }
 
-    /// Computes the block into `y` (channel `c`'s pixels at `y + c * ohw`).
+    /// Computes the block into `y` (channel `c`'s pixels at `y + c * ohw`),
+    /// with `KW` taps per row (0: `cols.len()`).
     ///
     /// # Safety
     /// AVX2 and FMA must be available; `max_off` must bound every tap
-    /// offset (`x` is checked to hold `max_off + 8 * V` elements); `y + c * ohw + 0..width` must be
-    /// writable for `c < nc`, and no other thread touch them.
+    /// offset `rows[r] + cols[kx]` ([`Block::row`] checks it; `x` is checked to hold `max_off + 8 * V`
+    /// elements); `y + c * ohw + 0..width` must be writable for `c < nc`,
+    /// and no other thread touch them.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn run<const V: usize>(&self, y: *mut f32, ohw: usize) {
-        let k = self.offs.len();
-        assert!(self.w.len() >= k * CB && V <= NV && self.width <= 8 * V && self.nc <= CB);
+    unsafe fn run<const V: usize, const KW: usize>(&self, y: *mut f32, ohw: usize) {
+        let kw = if KW == 0 { self.cols.len() } else { KW };
+        assert!(kw == self.cols.len() && self.w.len() >= self.rows.len() * kw * CB);
+        assert!(V <= NV && self.width <= 8 * V && self.nc <= CB);
         assert!(self.max_off + 8 * V <= self.x.len());
         let mut acc = [[_mm256_setzero_ps(); V]; CB];
         for (c, row) in acc.iter_mut().enumerate() {
             *row = [_mm256_set1_ps(self.init[c]); V];
         }
-        let (x, w) = (self.x.as_ptr(), self.w.as_ptr());
-        for (s, &off) in self.offs.iter().enumerate() {
-            // SAFETY: x[off .. off + 8V] and w[s*CB .. s*CB + CB] lie in
-            // their slices (asserted above).
-            unsafe {
-                let xs = x.add(off as usize);
-                let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.add(8 * v)));
-                for (c, row) in acc.iter_mut().enumerate() {
-                    let wv = _mm256_broadcast_ss(&*w.add(s * CB + c));
-                    for (a, &xv) in row.iter_mut().zip(&xv) {
-                        *a = _mm256_fmadd_ps(wv, xv, *a);
+        let (x, mut w) = (self.x.as_ptr(), self.w.as_ptr());
+        for &r in self.rows {
+            for kx in 0..kw {
+                // SAFETY: rows[..] + cols[kx] <= max_off, so x[that .. + 8V]
+                // lies in x, and w advances CB per tap over rows.len() * kw
+                // taps (asserted above).
+                unsafe {
+                    let xs = x.add(r as usize + *self.cols.get_unchecked(kx) as usize);
+                    let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.add(8 * v)));
+                    for (c, row) in acc.iter_mut().enumerate() {
+                        let wv = _mm256_broadcast_ss(&*w.add(c));
+                        for (a, &xv) in row.iter_mut().zip(&xv) {
+                            *a = _mm256_fmadd_ps(wv, xv, *a);
+                        }
                     }
+                    w = w.add(CB);
                 }
             }
         }
@@ -328,7 +382,7 @@ impl Block<'_> {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run<const V: usize>(&self, _y: *mut f32, _ohw: usize) {
+    unsafe fn run<const V: usize, const KW: usize>(&self, _y: *mut f32, _ohw: usize) {
         unreachable!("the direct small-channel forward runs only where AVX2 and FMA do");
     }
 }
