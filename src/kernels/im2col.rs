@@ -119,7 +119,7 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert_eq!(col.len(), nch * geom.kh() * geom.kw() * (p1 - p0));
     // The values are only moved, so the choice of walk changes no bit.
-    if geom.stride() == (1, 1) && nch >= S1_MIN_CHANNELS {
+    if shared_walk(geom, nch) {
         im2col_rows(geom, x, nch, p0, p1, col);
     } else if sw == 1 {
         // Two monomorphic walks, so each closure stays small enough to inline.
@@ -167,8 +167,9 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
     }
 }
 
-/// Fewest channels for [`im2col_panels_s1`]: its bookkeeping is per piece
-/// and tap, shared by the channels. Instructions per forward call (1
+/// Fewest channels for the channel-shared walks ([`im2col_panels_shared`],
+/// [`im2col_rows`], [`col2im_rows`]): their bookkeeping is per piece and
+/// tap, shared by the channels. Instructions per forward call (1
 /// thread, callgrind), the row-major tile and repack against the direct
 /// panels: lenet_c2 (20 channels, 8-pixel rows) 23.2 M against 5.7 M,
 /// infer_b1_3x3 (256, 14-pixel rows) 4.2 M against 3.4 M, resnet_3x3_14's
@@ -178,14 +179,17 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
 /// scatter-add: lenet_c2's input gradient 23.3 M -> 16.3 M instructions in
 /// col2im (34.8 -> 39.2 GFLOP/s, 1T medians of 5 alternating), infer_b1's
 /// 3.5 M -> 2.3 M; and [`im2col_rows`] for row-major tiles (lenet_c2's
-/// weight gradient on the im2col path: 16.9 M -> 5.7 M).
+/// weight gradient on the im2col path: 16.9 M -> 5.7 M). Column stride 2
+/// shares the walks too (`copy_piece_s2`): down_3x3s2's forward 64 M -> 40 M
+/// instructions in im2col, its weight gradient 48 M -> 39 M (times within the
+/// machine's noise: 1T medians 64.8 / 62.8 GFLOP/s on the forward).
 const S1_MIN_CHANNELS: usize = 4;
 
 /// Builds the same column tile as [`im2col_tile`] (f32) in the packed-`B`
 /// layout of the [f32 GEMM](super::sgemm): panels of `NR` pixels, element
 /// `col[r][q]` at `dst[q / NR * rows * NR + r * NR + q % NR]` with
-/// `rows = nch * kh * kw`. Stride 1 writes the panels directly
-/// ([`im2col_panels_s1`], from [`S1_MIN_CHANNELS`] channels). Otherwise one
+/// `rows = nch * kh * kw`. Column stride 1 or 2 writes the panels directly
+/// ([`im2col_panels_shared`], from [`S1_MIN_CHANNELS`] channels). Otherwise one
 /// input channel at a time goes through `tmp` (`kh * kw * (p1 - p0)`
 /// elements, small enough for L1) as a row-major tile, then is copied into
 /// the panels 16 elements at a time.
@@ -205,8 +209,8 @@ pub(crate) fn im2col_panels(
     let pstride = nch * khkw * NR;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert!(dst.len() >= tl.div_ceil(NR) * pstride);
-    if geom.stride() == (1, 1) && nch >= S1_MIN_CHANNELS {
-        im2col_panels_s1(geom, x, nch, p0, p1, dst);
+    if shared_walk(geom, nch) {
+        im2col_panels_shared(geom, x, nch, p0, p1, dst);
         return;
     }
     let tmp = &mut tmp[..khkw * tl];
@@ -227,16 +231,16 @@ fn zero_outside<T: Element>(dst: &mut [T], a: usize, b: usize) {
     }
 }
 
-/// Walks a stride-1 tile of pixels `p0..p1` piece by piece, then tap by
-/// tap, for the channel-shared walks ([`im2col_rows`],
-/// [`im2col_panels_s1`], [`col2im_rows`]). The pieces are the output-row
-/// segments of the tile, cut where the tile column is a multiple of `cut`
-/// (the panel width, or `usize::MAX` for no cut). Calls
-/// `f(q, take, r, a, b, src)` for each piece (tile columns `q .. q + take`)
-/// and tap `r = ky * kw + kx`: the piece's elements `a..b` read the input
-/// plane from offset `src` on (consecutive columns), the rest is padding
-/// (`a == b == 0` when all of it is, and then `src` is 0). The bookkeeping
-/// is done once per piece and tap, and shared by every channel in `f`.
+/// Walks a tile of pixels `p0..p1` piece by piece, then tap by tap, for
+/// the channel-shared walks ([`im2col_rows`], [`im2col_panels_shared`],
+/// [`col2im_rows`]). The pieces are the output-row segments of the tile,
+/// cut where the tile column is a multiple of `cut` (the panel width, or
+/// `usize::MAX` for no cut). Calls `f(q, take, r, a, b, src)` for each
+/// piece (tile columns `q .. q + take`) and tap `r = ky * kw + kx`: the
+/// piece's elements `a..b` read the input plane at offsets `src, src + sw,
+/// ...` (consecutive columns at stride 1), the rest is padding (`a == b ==
+/// 0` when all of it is, and then `src` is 0). The bookkeeping is done once
+/// per piece and tap, and shared by every channel in `f`.
 #[inline(always)]
 fn for_each_tap_piece(
     geom: &Conv2dGeometry,
@@ -246,6 +250,7 @@ fn for_each_tap_piece(
     mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
 ) {
     let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let (sh, sw) = geom.stride();
     let (dh, dw) = geom.dilation();
     let (pad_top, _, pad_left, _) = geom.padding();
     let tl = p1 - p0;
@@ -260,20 +265,20 @@ fn for_each_tap_piece(
             let (qq, ox) = (q + s, ox0 + s);
             let take = (cut - qq % cut).min(len - s);
             for ky in 0..kh {
-                let iy = (oy + ky * dh) as isize - pad_top as isize;
+                let iy = (oy * sh + ky * dh) as isize - pad_top as isize;
                 let row_in = iy >= 0 && (iy as usize) < h;
                 for kx in 0..kw {
-                    // The piece reads input columns ox + j + xoff; those
-                    // with j in a..b lie in the row.
+                    // The piece reads input columns (ox + j) * sw + xoff;
+                    // those with j in a..b lie in the row.
                     let xoff = (kx * dw) as isize - pad_left as isize;
                     let (a, b) = if row_in {
-                        let (a, b) = valid_range(ox, ox + take, 1, xoff, w);
+                        let (a, b) = valid_range(ox, ox + take, sw, xoff, w);
                         (a - ox, b - ox)
                     } else {
                         (0, 0)
                     };
                     let src = if b > a {
-                        iy as usize * w + ((ox + a) as isize + xoff) as usize
+                        iy as usize * w + (((ox + a) * sw) as isize + xoff) as usize
                     } else {
                         0
                     };
@@ -322,24 +327,90 @@ fn copy_piece<T: Element>(
     }
 }
 
-/// [`im2col_tile`] for stride 1 and at least [`S1_MIN_CHANNELS`] channels:
-/// output-row segment by segment, then tap by tap (its valid rows and
-/// columns computed once for all channels, [`for_each_tap_piece`]), then
-/// each channel's run copied, the padding zeroed: the row-major twin of
-/// [`im2col_panels_s1`], as [`col2im_rows`] is of the scatter-add.
+/// [`copy_piece`] for column stride 2: `dst[at + ci * dstep ..][a..b]`
+/// gets `x[src + ci * hw ..]`, `x[src + 2 + ci * hw ..]`, ... (every other
+/// input column), zeros elsewhere. Whole pieces of 16 or 8 read a
+/// fixed-size window of 31 or 15 elements per channel, which the compiler
+/// turns into loads and shuffles.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn copy_piece_s2<T: Element>(
+    x: &[T],
+    src: usize,
+    hw: usize,
+    dst: &mut [T],
+    at: usize,
+    dstep: usize,
+    nch: usize,
+    (a, b, take): (usize, usize, usize),
+) {
+    #[inline(always)]
+    fn evens<T: Element, const N: usize, const W: usize>(d: &mut [T], s: &[T]) {
+        let d: &mut [T; N] = (&mut d[..N]).try_into().unwrap();
+        let s: &[T; W] = s[..W].try_into().unwrap();
+        for (j, v) in d.iter_mut().enumerate() {
+            *v = s[2 * j];
+        }
+    }
+    match (a, b, take) {
+        (0, 16, 16) => {
+            for ci in 0..nch {
+                evens::<T, 16, 31>(&mut dst[at + ci * dstep..], &x[ci * hw + src..]);
+            }
+        }
+        (0, 8, 8) => {
+            for ci in 0..nch {
+                evens::<T, 8, 15>(&mut dst[at + ci * dstep..], &x[ci * hw + src..]);
+            }
+        }
+        _ => {
+            for ci in 0..nch {
+                let d = &mut dst[at + ci * dstep..][..take];
+                zero_outside(d, a, b);
+                if b > a {
+                    let from = &x[ci * hw + src..][..2 * (b - a) - 1];
+                    for (v, pair) in d[a..b].iter_mut().zip(from.chunks(2)) {
+                        *v = pair[0];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_tile`] for column stride 1 or 2 and at least
+/// [`S1_MIN_CHANNELS`] channels ([`shared_walk`]): output-row segment by
+/// segment, then tap by tap (its valid rows and columns computed once for
+/// all channels, [`for_each_tap_piece`]), then each channel's run copied,
+/// the padding zeroed: the row-major twin of [`im2col_panels_shared`], as
+/// [`col2im_rows`] is of the scatter-add.
 #[inline(always)]
 fn im2col_rows<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
     let (hw, khkw, tl) = (geom.h() * geom.w(), geom.kh() * geom.kw(), p1 - p0);
-    for_each_tap_piece(
-        geom,
-        p0,
-        p1,
-        usize::MAX,
-        #[inline(always)]
-        |q, take, r, a, b, src| {
-            copy_piece(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
-        },
-    );
+    if geom.stride().1 == 1 {
+        for_each_tap_piece(
+            geom,
+            p0,
+            p1,
+            usize::MAX,
+            #[inline(always)]
+            |q, take, r, a, b, src| {
+                copy_piece(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
+            },
+        );
+    } else {
+        // Pieces cut every 16 columns, for the fixed-size copies.
+        for_each_tap_piece(
+            geom,
+            p0,
+            p1,
+            16,
+            #[inline(always)]
+            |q, take, r, a, b, src| {
+                copy_piece_s2(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
+            },
+        );
+    }
 }
 
 /// `dst[i] += src[i]` for each `i`, fixed-size blocks where the length is
@@ -484,33 +555,62 @@ fn copy_channels<T: Copy, const N: usize>(
     }
 }
 
-/// The body of [`im2col_panels_s1`].
+/// Whether [`im2col_panels`] takes the channel-shared walk
+/// ([`im2col_panels_shared`]): column stride 1 or 2 and at least
+/// [`S1_MIN_CHANNELS`] channels.
+fn shared_walk(geom: &Conv2dGeometry, nch: usize) -> bool {
+    geom.stride().1 <= 2 && nch >= S1_MIN_CHANNELS
+}
+
+/// The body of [`im2col_panels_shared`].
 #[inline(always)]
-fn im2col_panels_s1_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, dst: &mut [T]) {
+fn im2col_panels_shared_impl<T: Element>(
+    geom: &Conv2dGeometry,
+    x: &[T],
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    dst: &mut [T],
+) {
     let (hw, khkw) = (geom.h() * geom.w(), geom.kh() * geom.kw());
     let pstride = nch * khkw * NR;
     // Pieces cut at the panel boundaries: tile column q lies in panel
-    // q / NR at lane q % NR.
-    for_each_tap_piece(
-        geom,
-        p0,
-        p1,
-        NR,
-        #[inline(always)]
-        |q, take, r, a, b, src| {
-            let at = q / NR * pstride + q % NR + r * NR;
-            copy_piece(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
-        },
-    );
+    // q / NR at lane q % NR. Two monomorphic walks, one per column stride.
+    if geom.stride().1 == 1 {
+        for_each_tap_piece(
+            geom,
+            p0,
+            p1,
+            NR,
+            #[inline(always)]
+            |q, take, r, a, b, src| {
+                let at = q / NR * pstride + q % NR + r * NR;
+                copy_piece(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
+            },
+        );
+    } else {
+        for_each_tap_piece(
+            geom,
+            p0,
+            p1,
+            NR,
+            #[inline(always)]
+            |q, take, r, a, b, src| {
+                let at = q / NR * pstride + q % NR + r * NR;
+                copy_piece_s2(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
+            },
+        );
+    }
 }
 
 super::isa::dispatch!(
-    /// [`im2col_panels`] for stride 1: each output-row segment of the tile
-    /// is cut at the panel boundaries once, and each piece is filled for
-    /// every tap and channel by short fixed-size copies (the tap's valid
-    /// columns computed once per piece, not per channel). Compiled for the
-    /// widest instruction set (the values are only moved).
-    fn im2col_panels_s1<T>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, dst: &mut [T]) => im2col_panels_s1_impl
+    /// [`im2col_panels`] for column stride 1 or 2 ([`shared_walk`]): each
+    /// output-row segment of the tile is cut at the panel boundaries once,
+    /// and each piece is filled for every tap and channel by short
+    /// fixed-size copies (the tap's valid columns computed once per piece,
+    /// not per channel). Compiled for the widest instruction set (the
+    /// values are only moved).
+    fn im2col_panels_shared<T>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, dst: &mut [T]) => im2col_panels_shared_impl
 );
 
 super::isa::dispatch!(
