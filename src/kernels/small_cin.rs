@@ -6,8 +6,8 @@
 //! and wide: every micro-kernel call loads and stores its block of `Y` for
 //! only 25 steps, and im2col writes a column matrix `K / c_out` times the size
 //! of the output. Here each output element is computed straight from a
-//! zero-padded copy of the input rows, with the block of `CB = 3` output
-//! channels x `8 * NV = 24` pixels of one output row held in registers.
+//! zero-padded copy of the input rows, with the block of `CB = 6` output
+//! channels x `8 * NV = 16` pixels of one output row held in registers.
 //!
 //! For image `n` and a band of output rows `oy0..oy1`, the band's padded input
 //! rows are copied into a slab, each row split into its `sw` column phases
@@ -42,16 +42,19 @@ use std::arch::x86_64::*;
 /// runs the GEMM well. No suite row has 4 or 5 to measure the crossover.
 pub(crate) const SMALL_CIN_MAX: usize = 4;
 
-/// Output channels per register block (broadcast weights).
-const CB: usize = 3;
+/// Output channels per register block (broadcast weights). A channel
+/// block of at most 3 (LeNet conv1's last 2 of 20) runs a 3-channel block.
+const CB: usize = 6;
 
-/// Pixel vectors (eight each) per register block: `CB x NV = 9`
-/// accumulators, `NV` input vectors and the broadcast weights fit the 16
-/// AVX2 registers. 4 x 3 did not: LLVM kept one accumulator on the stack,
-/// and its store-to-load chain (about 10 cycles a step instead of 6) held
-/// LeNet conv1's forward near 24 GFLOP/s. Three vectors are one LeNet output row
-/// (24 pixels); the stem's 112 take four blocks of three and one of two.
-const NV: usize = 3;
+/// Pixel vectors (eight each) per register block: `CB x NV = 12`
+/// accumulators, `NV` input vectors and one broadcast weight take 15 of the
+/// 16 AVX2 registers, and 12 independent chains cover the FMA's latency
+/// (4 cycles, 2 per cycle) with room to spare. The first kernel held
+/// 3 x 3 (9 chains, 24 pixels): a copy of the stem's loop nest ran 66-69
+/// GFLOP/s with it against 72-78 with 6 x 2 (medians, one process
+/// alternating). 4 x 3 did not fit: LLVM kept accumulators on the stack.
+/// Two vectors make the stem's 112-pixel rows seven whole blocks.
+const NV: usize = 2;
 
 /// Target bytes of one band's slab: the padded, phase-split input rows a
 /// task reads (the stem's 37 rows of 3 channels at 16 output rows are
@@ -156,12 +159,15 @@ pub(crate) fn forward(
     let (rows, cols) = (&*rows, &*cols);
     let reach = |o: &[u32]| o.iter().max().map_or(0, |&v| v as usize);
     let max_off = reach(rows) + reach(cols);
-    // W in blocks of CB output channels: step k of block b at (b * k + k) * CB,
-    // zeros past c_out.
+    // W in blocks of CB output channels (the last one `cb` wide: 3 when it
+    // holds at most 3): step s of block b at b * CB * k + s * cb, zeros past
+    // c_out.
     let nblk = c_out.div_ceil(CB);
+    let width = |b: usize| if c_out - b * CB <= 3 { 3 } else { CB };
     let packed = &mut packed[..nblk * CB * k];
     for (b, blk) in packed.chunks_exact_mut(CB * k).enumerate() {
-        for (s, step) in blk.chunks_exact_mut(CB).enumerate() {
+        let cb = width(b);
+        for (s, step) in blk[..cb * k].chunks_exact_mut(cb).enumerate() {
             for (c, v) in step.iter_mut().enumerate() {
                 let co = b * CB + c;
                 *v = if co < c_out { w[co * k + s] } else { 0.0 };
@@ -219,7 +225,7 @@ pub(crate) fn forward(
                 // SAFETY: rows blk*CB .. + nc of image n, output row oy, belong
                 // to this task alone (tasks are distinct (n, band) pairs).
                 let y_row = unsafe { out.get().add((n * c_out + blk * CB) * ohw + oy * ow) };
-                let wb = &packed[blk * CB * k..(blk + 1) * CB * k];
+                let wb = &packed[blk * CB * k..blk * CB * k + width(blk) * k];
                 let block = Block {
                     x: &slab[base..],
                     rows,
@@ -241,7 +247,8 @@ pub(crate) fn forward(
     });
 }
 
-/// One register block: `nc <= CB` output channels, `width <= 8 * NV`
+/// One register block: `nc <= CB` output channels (`w.len() / k` wide),
+/// `width <= 8 * NV`
 /// pixels of one output row (or a whole row, for [`Block::row`]).
 #[derive(Clone, Copy)]
 struct Block<'a> {
@@ -253,7 +260,8 @@ struct Block<'a> {
     cols: &'a [u32],
     /// The largest tap offset.
     max_off: usize,
-    /// The channel block's packed weights, `CB` per step.
+    /// The channel block's packed weights, `CB` (or 3, where `nc <= 3`)
+    /// per step.
     w: &'a [f32],
     init: [f32; CB],
     nc: usize,
@@ -305,10 +313,11 @@ impl Block<'_> {
             // SAFETY: the block's pixels ox.. of the row (this function's
             // contract); `run` checks its reads against `x`.
             unsafe {
-                match nv {
-                    3 => b.run::<3, KW>(y.add(ox), ohw),
-                    2 => b.run::<2, KW>(y.add(ox), ohw),
-                    _ => b.run::<1, KW>(y.add(ox), ohw),
+                match (nv, self.nc <= 3) {
+                    (2, false) => b.run::<2, KW, CB>(y.add(ox), ohw),
+                    (_, false) => b.run::<1, KW, CB>(y.add(ox), ohw),
+                    (2, true) => b.run::<2, KW, 3>(y.add(ox), ohw),
+                    (_, true) => b.run::<1, KW, 3>(y.add(ox), ohw),
                 }
             }
             ox += 8 * nv;
@@ -321,7 +330,8 @@ impl Block<'_> {
     }
 
     /// Computes the block into `y` (channel `c`'s pixels at `y + c * ohw`),
-    /// with `KW` taps per row (0: `cols.len()`).
+    /// with `KW` taps per row (0: `cols.len()`) and `C` channels per
+    /// weight step (`CB`, or 3 for a block of at most 3).
     ///
     /// # Safety
     /// AVX2 and FMA must be available; `max_off` must bound every tap
@@ -331,12 +341,12 @@ impl Block<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn run<const V: usize, const KW: usize>(&self, y: *mut f32, ohw: usize) {
+    unsafe fn run<const V: usize, const KW: usize, const C: usize>(&self, y: *mut f32, ohw: usize) {
         let kw = if KW == 0 { self.cols.len() } else { KW };
-        assert!(kw == self.cols.len() && self.w.len() >= self.rows.len() * kw * CB);
-        assert!(V <= NV && self.width <= 8 * V && self.nc <= CB);
+        assert!(kw == self.cols.len() && self.w.len() >= self.rows.len() * kw * C);
+        assert!(V <= NV && self.width <= 8 * V && self.nc <= C && C <= CB);
         assert!(self.max_off + 8 * V <= self.x.len());
-        let mut acc = [[_mm256_setzero_ps(); V]; CB];
+        let mut acc = [[_mm256_setzero_ps(); V]; C];
         for (c, row) in acc.iter_mut().enumerate() {
             *row = [_mm256_set1_ps(self.init[c]); V];
         }
@@ -344,7 +354,7 @@ impl Block<'_> {
         for &r in self.rows {
             for kx in 0..kw {
                 // SAFETY: rows[..] + cols[kx] <= max_off, so x[that .. + 8V]
-                // lies in x, and w advances CB per tap over rows.len() * kw
+                // lies in x, and w advances C per tap over rows.len() * kw
                 // taps (asserted above).
                 unsafe {
                     let xs = x.add(r as usize + *self.cols.get_unchecked(kx) as usize);
@@ -355,7 +365,7 @@ impl Block<'_> {
                             *a = _mm256_fmadd_ps(wv, xv, *a);
                         }
                     }
-                    w = w.add(CB);
+                    w = w.add(C);
                 }
             }
         }
@@ -382,7 +392,7 @@ impl Block<'_> {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run<const V: usize, const KW: usize>(&self, _y: *mut f32, _ohw: usize) {
+    unsafe fn run<const V: usize, const KW: usize, const C: usize>(&self, _y: *mut f32, _ohw: usize) {
         unreachable!("the direct small-channel forward runs only where AVX2 and FMA do");
     }
 }
