@@ -630,8 +630,14 @@ pub(crate) unsafe fn micro<A: Steps>(
     }
 }
 
-/// One `mr x nr` (at most 6 x 16) block of `C` from `k` steps of 12 FMAs
-/// (AVX2), stored at `c` (row stride `rsc`).
+/// One `mr x nr` (at most 6 x 16) block of `C` on AVX2: [`kernel_6xv`]
+/// with two vectors per row, or one where `nr <= 8` (a panel's last
+/// columns: infer_b1's 49th tile, lenet_c2's 49th and 50th output channels)
+/// so that the empty half costs no fused multiply-adds. Each element's chain
+/// is the same either way.
+///
+/// # Safety
+/// As [`kernel_6xv`].
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -646,8 +652,40 @@ unsafe fn kernel_6x16<A: Steps, B: Steps>(
     mr: usize,
     nr: usize,
 ) {
-    let full = mr == MR && nr == NR;
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe {
+        if nr <= 8 {
+            kernel_6xv::<A, B, 1>(k, a, b, init, c, rsc, mr, nr)
+        } else {
+            kernel_6xv::<A, B, 2>(k, a, b, init, c, rsc, mr, nr)
+        }
+    }
+}
+
+/// One `mr x nr` (at most 6 x `8 V`) block of `C` from `k` steps of `6 V`
+/// FMAs (AVX2), stored at `c` (row stride `rsc`); `B`'s steps are read for
+/// their first `8 V` columns.
+///
+/// # Safety
+/// As [`micro`] for one panel: `a` holds `k` steps, `b` `k` steps of `NR`
+/// elements, `nr <= 8 V`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
+    k: usize,
+    a: A,
+    b: B,
+    init: Init,
+    c: *mut f32,
+    rsc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    debug_assert!(nr <= 8 * V && V <= 2);
+    let full = mr == MR && nr == 8 * V;
+    let mut acc = [[_mm256_setzero_ps(); V]; MR];
     // Edge blocks go through this buffer so that loads and stores stay in C.
     let mut edge = [[0.0f32; NR]; MR];
     match init {
@@ -663,16 +701,15 @@ unsafe fn kernel_6x16<A: Steps, B: Steps>(
             }
         }
         Init::ColBias(bias) => {
-            // SAFETY: the caller provides NR bias values.
-            let v = unsafe { [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))] };
+            // SAFETY: the caller provides NR >= 8 V bias values.
+            let v: [__m256; V] = std::array::from_fn(|h| unsafe { _mm256_loadu_ps(bias.add(8 * h)) });
             acc = [v; MR];
         }
         Init::Load if full => {
             for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: a full block: row r, columns 0..16 lie in C.
-                unsafe {
-                    row[0] = _mm256_loadu_ps(c.add(r * rsc));
-                    row[1] = _mm256_loadu_ps(c.add(r * rsc + 8));
+                for (h, v) in row.iter_mut().enumerate() {
+                    // SAFETY: a full block: row r, columns 0..8 V lie in C.
+                    *v = unsafe { _mm256_loadu_ps(c.add(r * rsc + 8 * h)) };
                 }
             }
         }
@@ -682,42 +719,42 @@ unsafe fn kernel_6x16<A: Steps, B: Steps>(
                     // SAFETY: r < mr, j < nr: inside C.
                     *e = unsafe { *c.add(r * rsc + j) };
                 }
-                // SAFETY: `edge[r]` holds 16 f32.
-                unsafe {
-                    row[0] = _mm256_loadu_ps(edge[r].as_ptr());
-                    row[1] = _mm256_loadu_ps(edge[r].as_ptr().add(8));
+                for (h, v) in row.iter_mut().enumerate() {
+                    // SAFETY: `edge[r]` holds 16 >= 8 V f32.
+                    *v = unsafe { _mm256_loadu_ps(edge[r].as_ptr().add(8 * h)) };
                 }
             }
         }
     }
     for p in 0..k {
-        // SAFETY: step p of the operands: MR elements of A, NR of B.
+        // SAFETY: step p of the operands: MR elements of A, NR >= 8 V of B.
         unsafe {
             let bp = b.at(p);
-            let b0 = _mm256_loadu_ps(bp);
-            let b1 = _mm256_loadu_ps(bp.add(8));
+            let bv: [__m256; V] = std::array::from_fn(|h| _mm256_loadu_ps(bp.add(8 * h)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.elem(p, r));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                for (v, &b) in row.iter_mut().zip(&bv) {
+                    *v = _mm256_fmadd_ps(av, b, *v);
+                }
             }
         }
     }
     if full {
         for (r, row) in acc.iter().enumerate() {
-            // SAFETY: a full block, as above.
-            unsafe {
-                _mm256_storeu_ps(c.add(r * rsc), row[0]);
-                _mm256_storeu_ps(c.add(r * rsc + 8), row[1]);
+            for (h, v) in row.iter().enumerate() {
+                // SAFETY: a full block, as above.
+                unsafe { _mm256_storeu_ps(c.add(r * rsc + 8 * h), *v) };
             }
         }
         return;
     }
     for (r, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: `edge[r]` holds 16 f32; then r < mr, j < nr lie in C.
+        // SAFETY: `edge[r]` holds 16 >= 8 V f32; then r < mr, j < nr lie
+        // in C.
         unsafe {
-            _mm256_storeu_ps(edge[r].as_mut_ptr(), row[0]);
-            _mm256_storeu_ps(edge[r].as_mut_ptr().add(8), row[1]);
+            for (h, v) in row.iter().enumerate() {
+                _mm256_storeu_ps(edge[r].as_mut_ptr().add(8 * h), *v);
+            }
             for (j, &v) in edge[r].iter().enumerate().take(nr) {
                 *c.add(r * rsc + j) = v;
             }
@@ -986,6 +1023,10 @@ mod tests {
             (64, 33, 576),
             (5, 15, 0),
             (12, 32, 257),
+            // Edge panels of 1-8 columns (one vector per row) and 9-15.
+            (9, 13, 20),
+            (6, 25, 31),
+            (11, 8, 5),
         ] {
             for start in [Start::Zero, Start::ZeroCold, Start::Accumulate] {
                 let accumulate = start == Start::Accumulate;
