@@ -180,7 +180,7 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
 /// col2im (34.8 -> 39.2 GFLOP/s, 1T medians of 5 alternating), infer_b1's
 /// 3.5 M -> 2.3 M; and [`im2col_rows`] for row-major tiles (lenet_c2's
 /// weight gradient on the im2col path: 16.9 M -> 5.7 M). Column stride 2
-/// shares the walks too (`copy_piece_s2`): down_3x3s2's forward 64 M -> 40 M
+/// shares the walks too ([`copy_piece`] at stride 2): down_3x3s2's forward 64 M -> 40 M
 /// instructions in im2col, its weight gradient 48 M -> 39 M (times within the
 /// machine's noise: 1T medians 64.8 / 62.8 GFLOP/s on the forward).
 const S1_MIN_CHANNELS: usize = 4;
@@ -291,13 +291,14 @@ fn for_each_tap_piece(
     }
 }
 
-/// Copies one piece of `take` elements for every channel `ci < nch`:
-/// `dst[at + ci * dstep ..][..take]` gets `x[src + ci * hw ..][..b - a]` at
-/// `a..b` and zeros elsewhere ([`for_each_tap_piece`]'s arguments). Whole
-/// pieces of 16 or 8 take one fixed-size copy per channel.
+/// Copies one piece of `take` elements for every channel `ci < nch`, at
+/// column stride `S` (1 or 2): `dst[at + ci * dstep ..][a..b]` gets
+/// `x[src + ci * hw]`, `x[src + S + ci * hw]`, ..., zeros elsewhere
+/// ([`for_each_tap_piece`]'s arguments). Whole pieces of 16 or 8 take one
+/// fixed-size copy per channel ([`copy_channels`], [`copy_evens`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn copy_piece<T: Element>(
+fn copy_piece<T: Element, const S: usize>(
     x: &[T],
     src: usize,
     hw: usize,
@@ -308,9 +309,11 @@ fn copy_piece<T: Element>(
     (a, b, take): (usize, usize, usize),
 ) {
     match (a, b, take) {
-        (0, 16, 16) => copy_channels::<T, 16>(x, src, hw, dst, at, dstep, nch),
-        (0, 8, 8) => copy_channels::<T, 8>(x, src, hw, dst, at, dstep, nch),
-        (0, b, take) if b == take => {
+        (0, 16, 16) if S == 1 => copy_channels::<T, 16>(x, src, hw, dst, at, dstep, nch),
+        (0, 8, 8) if S == 1 => copy_channels::<T, 8>(x, src, hw, dst, at, dstep, nch),
+        (0, 16, 16) => copy_evens::<T, 16, 31>(x, src, hw, dst, at, dstep, nch),
+        (0, 8, 8) => copy_evens::<T, 8, 15>(x, src, hw, dst, at, dstep, nch),
+        (0, b, take) if b == take && S == 1 => {
             for ci in 0..nch {
                 copy_run(&mut dst[at + ci * dstep..][..take], &x[ci * hw + src..][..take]);
             }
@@ -319,22 +322,25 @@ fn copy_piece<T: Element>(
             for ci in 0..nch {
                 let d = &mut dst[at + ci * dstep..][..take];
                 zero_outside(d, a, b);
-                if b > a {
+                if b > a && S == 1 {
                     copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
+                } else if b > a {
+                    let from = &x[ci * hw + src..][..S * (b - a - 1) + 1];
+                    for (v, chunk) in d[a..b].iter_mut().zip(from.chunks(S)) {
+                        *v = chunk[0];
+                    }
                 }
             }
         }
     }
 }
 
-/// [`copy_piece`] for column stride 2: `dst[at + ci * dstep ..][a..b]`
-/// gets `x[src + ci * hw ..]`, `x[src + 2 + ci * hw ..]`, ... (every other
-/// input column), zeros elsewhere. Whole pieces of 16 or 8 read a
-/// fixed-size window of 31 or 15 elements per channel, which the compiler
-/// turns into loads and shuffles.
+/// `dst[at + ci * dstep ..][..N]` gets every other element of the window
+/// `x[src + ci * hw ..][..W]` (`W = 2 N - 1`) for each channel `ci < nch`:
+/// fixed sizes, which the compiler turns into loads and shuffles.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn copy_piece_s2<T: Element>(
+fn copy_evens<T: Copy, const N: usize, const W: usize>(
     x: &[T],
     src: usize,
     hw: usize,
@@ -342,38 +348,12 @@ fn copy_piece_s2<T: Element>(
     at: usize,
     dstep: usize,
     nch: usize,
-    (a, b, take): (usize, usize, usize),
 ) {
-    #[inline(always)]
-    fn evens<T: Element, const N: usize, const W: usize>(d: &mut [T], s: &[T]) {
-        let d: &mut [T; N] = (&mut d[..N]).try_into().unwrap();
-        let s: &[T; W] = s[..W].try_into().unwrap();
+    for ci in 0..nch {
+        let d: &mut [T; N] = (&mut dst[at + ci * dstep..][..N]).try_into().unwrap();
+        let s: &[T; W] = x[src + ci * hw..][..W].try_into().unwrap();
         for (j, v) in d.iter_mut().enumerate() {
             *v = s[2 * j];
-        }
-    }
-    match (a, b, take) {
-        (0, 16, 16) => {
-            for ci in 0..nch {
-                evens::<T, 16, 31>(&mut dst[at + ci * dstep..], &x[ci * hw + src..]);
-            }
-        }
-        (0, 8, 8) => {
-            for ci in 0..nch {
-                evens::<T, 8, 15>(&mut dst[at + ci * dstep..], &x[ci * hw + src..]);
-            }
-        }
-        _ => {
-            for ci in 0..nch {
-                let d = &mut dst[at + ci * dstep..][..take];
-                zero_outside(d, a, b);
-                if b > a {
-                    let from = &x[ci * hw + src..][..2 * (b - a) - 1];
-                    for (v, pair) in d[a..b].iter_mut().zip(from.chunks(2)) {
-                        *v = pair[0];
-                    }
-                }
-            }
         }
     }
 }
@@ -395,7 +375,7 @@ fn im2col_rows<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize
             usize::MAX,
             #[inline(always)]
             |q, take, r, a, b, src| {
-                copy_piece(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
+                copy_piece::<T, 1>(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
             },
         );
     } else {
@@ -407,7 +387,7 @@ fn im2col_rows<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize
             16,
             #[inline(always)]
             |q, take, r, a, b, src| {
-                copy_piece_s2(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
+                copy_piece::<T, 2>(x, src, hw, col, r * tl + q, khkw * tl, nch, (a, b, take));
             },
         );
     }
@@ -585,7 +565,7 @@ fn im2col_panels_shared_impl<T: Element>(
             #[inline(always)]
             |q, take, r, a, b, src| {
                 let at = q / NR * pstride + q % NR + r * NR;
-                copy_piece(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
+                copy_piece::<T, 1>(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
             },
         );
     } else {
@@ -597,7 +577,7 @@ fn im2col_panels_shared_impl<T: Element>(
             #[inline(always)]
             |q, take, r, a, b, src| {
                 let at = q / NR * pstride + q % NR + r * NR;
-                copy_piece_s2(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
+                copy_piece::<T, 2>(x, src, hw, dst, at, khkw * NR, nch, (a, b, take));
             },
         );
     }
