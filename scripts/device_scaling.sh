@@ -5,6 +5,7 @@
 #   mkdir -p .device && cp target/release/examples/bench_report .device/
 #   cp target/release/deps/{ferroconv,against_reference,determinism,winograd}-<hash> .device/{ferroconv,against_reference,determinism,winograd}
 #   cp ../shared/compare/torch_suite.py .device/
+#   cp target/release/examples/fma_peak .device/   (optional: the machine's FMA peak)
 # (`cargo test --release --no-run` prints the hashed test binaries' paths.)
 # The AVX2 and generic paths are tested on every CI run; only the lent machine
 # has AVX-512, so its tests run there under FERROCONV_ISA=avx512 (ISA=... to
@@ -16,6 +17,7 @@ T=${THREADS:-1,2,4,8,16}
 S=${SECONDS_PER_CELL:-0.3}
 stamp() { echo "$(date +%T) $*"; }
 { lscpu; nproc; python3 -c 'import torch; print("torch", torch.__version__, torch.backends.mkldnn.is_available())'; } > "$OUT/machine.txt" 2>&1
+[ -x .device/fma_peak ] && .device/fma_peak | tee -a "$OUT/machine.txt"
 for isa in ${ISA:-avx512}; do
   for t in ferroconv against_reference determinism winograd; do
     FERROCONV_ISA=$isa timeout 90 .device/$t > /tmp/test.txt 2>&1; rc=$?
