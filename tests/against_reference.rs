@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use ferroconv::{
-    Conv2dGeometry, Element, Workspace, conv2d_bias_grad_into, conv2d_input_grad_into, conv2d_into,
-    conv2d_weight_grad_into,
+    Conv2dGeometry, Conv2dSpec, Element, Padding, Workspace, conv2d_bias_grad_into, conv2d_input_grad_into,
+    conv2d_into, conv2d_weight_grad_into,
 };
 
 const RANDOM_CASES: u64 = 600;
@@ -81,6 +81,32 @@ fn edge_shapes_f32() {
 fn edge_shapes_f64() {
     for (i, g) in edge_geometries().iter().enumerate() {
         check_geometry::<f64>(g, 2000 + i as u64, &mut Workspace::new());
+    }
+}
+
+/// Every row of the public benchmark suite (`benches/bench-shapes.csv`) at
+/// batch 2 (1 where the row has 1), f32: the shapes the figures in
+/// docs/benchmarks.md time take the same paths (Winograd, implicit, the
+/// small-channel direct forward, depthwise, GEMM + col2im at stride 2).
+#[test]
+fn bench_suite_rows_f32() {
+    let mut ws = Workspace::new();
+    for (i, line) in include_str!("../benches/bench-shapes.csv")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        let v: Vec<usize> = f[1..12].iter().map(|s| s.parse().unwrap()).collect();
+        let geom = Conv2dSpec::new(v[0].min(2), v[1], v[2], v[3], v[4], v[5], v[6])
+            .stride(v[7], v[7])
+            .padding(Padding::symmetric(v[8]))
+            .dilation(v[9], v[9])
+            .groups(v[10])
+            .build()
+            .unwrap();
+        check_geometry::<f32>(&geom, 3000 + i as u64, &mut ws);
     }
 }
 

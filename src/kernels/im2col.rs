@@ -481,16 +481,19 @@ fn col2im_tile_impl<T: Element>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0
             if b > a {
                 let to = &mut dx[ci * hw + src..ci * hw + src + 2 * (b - a) - 1];
                 let from = &col[off + a..off + b];
-                // Blocks of 8 targets (16 plane elements) with no bounds test,
-                // then the tail.
-                let mut tc = to.chunks_exact_mut(16);
-                let mut fc = from.chunks_exact(8);
-                for (t, f) in (&mut tc).zip(&mut fc) {
+                // Blocks of 8 targets whose 16 plane elements all lie in `to`
+                // (its last element is a target, so a run of 8k targets
+                // leaves only k - 1 such blocks), with no bounds test; then
+                // the tail, every other element.
+                let full = (2 * (b - a) - 1) / 16;
+                let (to_blocks, to_tail) = to.split_at_mut(16 * full);
+                let (from_blocks, from_tail) = from.split_at(8 * full);
+                for (t, f) in to_blocks.chunks_exact_mut(16).zip(from_blocks.chunks_exact(8)) {
                     for l in 0..8 {
                         t[2 * l] += f[l];
                     }
                 }
-                for (pair, &v) in tc.into_remainder().chunks_mut(2).zip(fc.remainder()) {
+                for (pair, &v) in to_tail.chunks_mut(2).zip(from_tail) {
                     pair[0] += v;
                 }
             }

@@ -178,6 +178,10 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
             .groups(2),
         s(2, 24, 12, 17, 32, 1, 1).stride(2, 2),
         s(1, 8, 150, 20, 32, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+        // col2im at column stride 2 with runs of 8 and 16 targets per row
+        // (17 output columns, the first tap column skips one), which once
+        // dropped a run's last 8 adds.
+        s(1, 2, 33, 33, 3, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
