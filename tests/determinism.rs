@@ -51,6 +51,8 @@ fn geometries() -> Vec<Conv2dGeometry> {
         s(3, 24, 15, 15, 40, 1, 1),
         // K = 2304: every pass cuts the image into several pixel tiles
         s(2, 256, 16, 16, 16, 3, 3).padding(Padding::symmetric(1)),
+        // weight-gradient chunks of several pixel tiles across images
+        s(3, 40, 96, 96, 16, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
         // grouped, dilated, long pixel rows (several tiles per image)
         s(2, 8, 40, 40, 8, 3, 3)
             .dilation(2, 2)

@@ -10,7 +10,8 @@
 //! write disjoint columns of `dW`, so they need no reduction, but they shrink
 //! the GEMM; they keep at least `MIN_BLOCK_ROWS` rows. When groups x channel
 //! blocks are too few to keep threads busy (LeNet's layers, the ResNet stem,
-//! the 56x56 layers), the batch is cut into chunks whose partial sums go to
+//! the 56x56 layers), the batch is cut into chunks (runs of images and pixel
+//! tiles, so 8 images can still give 16) whose partial sums go to
 //! separate buffers and are then added in chunk order (lenet_c2, 1 thread:
 //! 21 -> 28 GFLOP/s against 8 channel blocks of 75 rows). The chunk count, block
 //! size and pixel tile all depend on the geometry only
@@ -33,6 +34,8 @@ use crate::workspace::Workspace;
 /// How one weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
     tiles: Tiling,
+    /// Images in the batch.
+    batch: usize,
     cib: usize,
     nblocks: usize,
     nchunks: usize,
@@ -66,12 +69,15 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let cib = cig.div_ceil(nblocks);
     let nblocks = cig.div_ceil(cib);
     let units = groups * nblocks;
+    let tiles = Tiling::for_rows::<T>(geom, cib * khkw, 1);
+    // Chunks are runs of (image, pixel tile) pairs in raster order, so a
+    // batch smaller than the units still gives them all (the stem and the 1x1:
+    // 8 images, one channel block, 16 chunks of half an image).
     let nchunks = if units >= WEIGHT_GRAD_UNITS {
         1
     } else {
-        WEIGHT_GRAD_UNITS.div_ceil(units).min(geom.n())
+        WEIGHT_GRAD_UNITS.div_ceil(units).min(geom.n() * tiles.ntiles)
     };
-    let tiles = Tiling::for_rows::<T>(geom, cib * khkw, 1);
     // The units above fix the summation order. Where they are fewer than the
     // threads want (8 images, one channel block: the stem and the 1x1 on 16
     // threads), the output channels are cut too: that changes no sum, and
@@ -97,6 +103,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     };
     Plan {
         tiles,
+        batch: geom.n(),
         cib,
         nblocks,
         nchunks,
@@ -106,6 +113,17 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         scratch_len,
         partials_len: (nchunks - 1) * geom.weight_len(),
         packed,
+    }
+}
+
+impl Plan {
+    /// The (image, pixel tile) pairs of chunk `chunk`, in raster order: chunk
+    /// `c` of `C` takes pairs `c * P / C .. (c + 1) * P / C` of the
+    /// `P = n * ntiles`, image after image.
+    fn chunk_tiles(&self, chunk: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (nt, total) = (self.tiles.ntiles, self.batch * self.tiles.ntiles);
+        let (i0, i1) = (chunk * total / self.nchunks, (chunk + 1) * total / self.nchunks);
+        (i0..i1).map(move |i| (i / nt, i % nt))
     }
 }
 
@@ -138,8 +156,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         weight_grad_packed(geom, &p, f32s(x), f32s(dy), f32s_mut(dw), f.scratch, f.partials);
         return;
     }
-    let (batch, c_in, c_out, groups, cig, cog, k) = (
-        geom.n(),
+    let (c_in, c_out, groups, cig, cog, k) = (
         geom.c_in(),
         geom.c_out(),
         geom.groups(),
@@ -176,47 +193,44 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
             // (chunk - 1) * wlen inside `partials`.
             unsafe { part_ptr.get().add((chunk - 1) * wlen) }
         };
-        let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
         let mut beta = T::ZERO;
-        for n in n0..n1 {
+        for (n, t) in p.chunk_tiles(chunk) {
             let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
-            for t in 0..p.tiles.ntiles {
-                let (p0, p1) = p.tiles.range(t);
-                let tl = p1 - p0;
-                let (b_ptr, csb) = if pointwise {
-                    (xb[p0..].as_ptr(), hw)
-                } else {
-                    im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
-                    (col.as_ptr(), tl)
-                };
-                let a_ptr = dy[(n * c_out + g * cog + co0) * ohw + p0..].as_ptr();
-                // SAFETY: C is the (co1 - co0) x rows block of this unit's
-                // target buffer at rows g*cog + co0.., columns c0*kh*kw..
-                // (row stride K), which no other task with the same chunk
-                // touches (distinct (g, block, output channels)) and which
-                // tasks of other chunks never address (separate buffers). A
-                // (co1 - co0 rows of dY, row stride ohw) and B (col or x read
-                // transposed) are read-only and do not alias it.
-                unsafe {
-                    T::gemm(
-                        co1 - co0,
-                        tl,
-                        rows,
-                        T::ONE,
-                        a_ptr,
-                        ohw as isize,
-                        1,
-                        b_ptr,
-                        1,
-                        csb as isize,
-                        beta,
-                        target.add((g * cog + co0) * k + c0 * khkw),
-                        k as isize,
-                        1,
-                    );
-                }
-                beta = T::ONE;
+            let (p0, p1) = p.tiles.range(t);
+            let tl = p1 - p0;
+            let (b_ptr, csb) = if pointwise {
+                (xb[p0..].as_ptr(), hw)
+            } else {
+                im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
+                (col.as_ptr(), tl)
+            };
+            let a_ptr = dy[(n * c_out + g * cog + co0) * ohw + p0..].as_ptr();
+            // SAFETY: C is the (co1 - co0) x rows block of this unit's
+            // target buffer at rows g*cog + co0.., columns c0*kh*kw..
+            // (row stride K), which no other task with the same chunk
+            // touches (distinct (g, block, output channels)) and which
+            // tasks of other chunks never address (separate buffers). A
+            // (co1 - co0 rows of dY, row stride ohw) and B (col or x read
+            // transposed) are read-only and do not alias it.
+            unsafe {
+                T::gemm(
+                    co1 - co0,
+                    tl,
+                    rows,
+                    T::ONE,
+                    a_ptr,
+                    ohw as isize,
+                    1,
+                    b_ptr,
+                    1,
+                    csb as isize,
+                    beta,
+                    target.add((g * cog + co0) * k + c0 * khkw),
+                    k as isize,
+                    1,
+                );
             }
+            beta = T::ONE;
         }
     });
     if p.nchunks > 1 {
@@ -240,8 +254,7 @@ fn weight_grad_packed(
     scratch: &mut [f32],
     partials: &mut [f32],
 ) {
-    let (batch, c_in, c_out, groups, cig, cog, k) = (
-        geom.n(),
+    let (c_in, c_out, groups, cig, cog, k) = (
         geom.c_in(),
         geom.c_out(),
         geom.groups(),
@@ -274,33 +287,30 @@ fn weight_grad_packed(
         let (acc, _) = sgemm::split_aligned(rest, acc_len);
         let npanels = (co1 - co0).div_ceil(NR);
         acc.fill(0.0);
-        let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
-        for n in n0..n1 {
+        for (n, t) in p.chunk_tiles(chunk) {
             let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
             let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
-            for t in 0..p.tiles.ntiles {
-                let (p0, p1) = p.tiles.range(t);
-                let tl = p1 - p0;
-                // dY^T panels of the tile: dyt[(jp * tl_max + q) * NR + j] = dY[jp*16 + j][p0 + q].
-                for jp in 0..npanels {
-                    let panel = &mut dyt[jp * tl_max * NR..(jp * tl_max + tl) * NR];
-                    let nch = NR.min(co1 - co0 - jp * NR);
-                    // SAFETY: the plan chose this path only where AVX2 runs.
-                    unsafe { sgemm::pack_panel_transposed(&dyg[(co0 + jp * NR) * ohw + p0..], ohw, nch, tl, panel) };
-                }
-                let (rows_ptr, rs) = if pointwise {
-                    (xb[p0..].as_ptr(), hw)
-                } else {
-                    im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
-                    (col.as_ptr(), tl)
-                };
-                // SAFETY: the packed kernel is available (the plan chose it);
-                // row i of A is the column tile's row i (or, 1x1, input plane
-                // i at pixel p0), tl readable elements each; dyt holds npanels
-                // panels of tl_max >= tl steps; acc holds the block's tiles.
-                unsafe {
-                    sgemm::sum_rows_panels(rows, |i| rows_ptr.add(i * rs), dyt, tl_max, tl, npanels, acc);
-                }
+            let (p0, p1) = p.tiles.range(t);
+            let tl = p1 - p0;
+            // dY^T panels of the tile: dyt[(jp * tl_max + q) * NR + j] = dY[jp*16 + j][p0 + q].
+            for jp in 0..npanels {
+                let panel = &mut dyt[jp * tl_max * NR..(jp * tl_max + tl) * NR];
+                let nch = NR.min(co1 - co0 - jp * NR);
+                // SAFETY: the plan chose this path only where AVX2 runs.
+                unsafe { sgemm::pack_panel_transposed(&dyg[(co0 + jp * NR) * ohw + p0..], ohw, nch, tl, panel) };
+            }
+            let (rows_ptr, rs) = if pointwise {
+                (xb[p0..].as_ptr(), hw)
+            } else {
+                im2col_tile(geom, xb, c1 - c0, p0, p1, &mut col[..rows * tl]);
+                (col.as_ptr(), tl)
+            };
+            // SAFETY: the packed kernel is available (the plan chose it);
+            // row i of A is the column tile's row i (or, 1x1, input plane
+            // i at pixel p0), tl readable elements each; dyt holds npanels
+            // panels of tl_max >= tl steps; acc holds the block's tiles.
+            unsafe {
+                sgemm::sum_rows_panels(rows, |i| rows_ptr.add(i * rs), dyt, tl_max, tl, npanels, acc);
             }
         }
         let target = if chunk == 0 {

@@ -182,6 +182,12 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         // (17 output columns, the first tap column skips one), which once
         // dropped a run's last 8 adds.
         s(1, 2, 33, 33, 3, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+        // Weight-gradient chunks that are runs of several (image, pixel tile)
+        // pairs crossing image boundaries (batches smaller than the 16 work
+        // units, several tiles per image): a 1x1 layer with 4 tiles per image
+        // and a stride-2 3x3 with 7.
+        s(5, 256, 40, 40, 16, 1, 1),
+        s(3, 40, 96, 96, 16, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
