@@ -15,13 +15,21 @@
 //! 16 output channels (a packed panel of `dYt`), reducing over pixels in
 //! chunks of [`QC`](sgemm::QC) ([`sgemm::sum_rows_panels`]), and keeps the `K x cog` sums in a per-task buffer.
 //!
+//! Stride 2 (dilation 1) reads the same way from *phase planes*: channel
+//! `ci` of the padded input is split into the four planes
+//! `P[py][px][i][j] = x_pad[2i + py][2j + px]`, so tap `(ky, kx)` of output
+//! `(oy, ox)`, `x_pad[2oy + ky][2ox + kx]`, is `P[ky % 2][kx % 2][oy + ky / 2]
+//! [ox + kx / 2]`: a stride-1 read at a fixed offset of its plane, rows
+//! `wp = ow + (kw - 1) / 2` wide. No column matrix is built (down_3x3s2 spent
+//! about a fifth of its weight gradient building one).
+//!
 //! Summation order: every element is one fused multiply-add chain over the
 //! pixels in raster order (images in order), whatever the bands; the
 //! images are cut into a geometry-fixed number of chunks whose partial sums
 //! are added in chunk order, so results do not depend on the thread count.
 //! Threads split the taps, which changes no bit.
 
-use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, fill_slab, fill_taps};
+use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, SLAB_BYTES, fill_slab, fill_taps};
 use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
 use crate::geometry::Conv2dGeometry;
@@ -43,29 +51,196 @@ pub(crate) const MIN_COG: usize = 16;
 pub(crate) const MIN_USEFUL: (usize, usize) = (3, 4);
 
 /// Whether the implicit weight gradient runs `geom` with element type `T`:
-/// f32 on the packed-GEMM machine, stride 1, not pointwise, at least
-/// [`MIN_COG`] output channels per group, the `K x cog` sums within
+/// f32 on the packed-GEMM machine, stride 1 or (dilation 1, not 1x1) stride
+/// 2, at least [`MIN_COG`] output channels per group, at least
+/// [`MIN_USEFUL`] of every slab row an output column, tap offsets within
+/// `u32`. At stride 1 the `K x cog` sums must also fit
 /// [`IMPLICIT_MAX_WEIGHT_BYTES`] (the 256 x 2304 layers measured 33 and 32
 /// against 50 and 42 GFLOP/s on the im2col path with their sums cut into
-/// L2-sized blocks of taps), tap offsets within `u32`.
+/// L2-sized blocks of taps); at stride 2 the taps are cut into blocks of at
+/// most [`PHASED_ACC_BYTES`] of sums instead.
 pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
-    if !super::packed_path::<T>() || geom.stride() != (1, 1) || geom.is_pointwise() || geom.cog() < MIN_COG {
+    if !super::packed_path::<T>() || geom.is_pointwise() || geom.cog() < MIN_COG {
         return false;
     }
-    if geom.cog() * geom.k_len() * std::mem::size_of::<f32>() > IMPLICIT_MAX_WEIGHT_BYTES {
+    let phased = phased(geom);
+    if !phased && geom.stride() != (1, 1) {
         return false;
     }
-    let (_, _, pl, pr) = geom.padding();
-    if geom.ow() * MIN_USEFUL.1 < (geom.w() + pl + pr) * MIN_USEFUL.0 {
+    if !phased && geom.cog() * geom.k_len() * std::mem::size_of::<f32>() > IMPLICIT_MAX_WEIGHT_BYTES {
         return false;
     }
-    let b = implicit::plan_geometry_only(geom);
-    (geom.cig() as u64) * (b.chan_stride as u64) + (b.wp as u64) < u32::MAX as u64
+    let s = Slabs::new(geom, geom.cig());
+    if geom.ow() * MIN_USEFUL.1 < s.wp * MIN_USEFUL.0 {
+        return false;
+    }
+    (geom.cig() as u64) * (s.chan_stride as u64) + (s.wp as u64) < u32::MAX as u64
+}
+
+/// Whether `geom` reads phase planes: stride 2, dilation 1, a kernel wider
+/// than one tap (a 1x1 stride-2 layer would read one plane of four).
+fn phased(geom: &Conv2dGeometry) -> bool {
+    geom.stride() == (2, 2) && geom.dilation() == (1, 1) && geom.kh() * geom.kw() > 1
+}
+
+/// Largest block of sums (`rows x cog` f32) of one stride-2 task: the sums,
+/// the slab and the `dYt` panels share the 512 KiB L2 (down_3x3s2's
+/// 1152 x 128 sums are 576 KiB whole; the im2col path's block is 144 KiB).
+pub(crate) const PHASED_ACC_BYTES: usize = 256 * 1024;
+
+/// The slab layout of one call: bands of `band` output rows; each channel
+/// holds `planes` planes of `slab_rows x wp` (stride 1: one, the padded
+/// input rows of the band; stride 2: the four phase planes).
+struct Slabs {
+    band: usize,
+    nbands: usize,
+    wp: usize,
+    slab_rows: usize,
+    plane: usize,
+    chan_stride: usize,
+    /// Stride 1: the forward's band plan, whose slabs these are.
+    rows: Option<implicit::Plan>,
+}
+
+impl Slabs {
+    /// Stride 1: the forward's bands (all the group's channels); stride 2:
+    /// bands whose phase planes for `nch` channels fit [`SLAB_BYTES`].
+    fn new(geom: &Conv2dGeometry, nch: usize) -> Self {
+        if !phased(geom) {
+            let b = implicit::plan_geometry_only(geom);
+            return Slabs {
+                band: b.band,
+                nbands: b.nbands,
+                wp: b.wp,
+                slab_rows: b.slab_rows,
+                plane: b.chan_stride,
+                chan_stride: b.chan_stride,
+                rows: Some(b),
+            };
+        }
+        let (oh, halo) = (geom.oh(), (geom.kh() - 1) / 2);
+        let wp = geom.ow() + (geom.kw() - 1) / 2;
+        let row_bytes = nch * 4 * wp * std::mem::size_of::<f32>();
+        let fit = (SLAB_BYTES / row_bytes.max(1)).saturating_sub(halo).max(1);
+        let band = oh.div_ceil(oh.div_ceil(fit));
+        let slab_rows = band + halo;
+        Slabs {
+            band,
+            nbands: oh.div_ceil(band),
+            wp,
+            slab_rows,
+            plane: slab_rows * wp,
+            chan_stride: 4 * slab_rows * wp,
+            rows: None,
+        }
+    }
+
+    /// The tap table: `offs[(ci * kh + ky) * kw + kx]` is the slab offset of
+    /// tap `(ci, ky, kx)` for the band's first output pixel.
+    fn fill_taps(&self, geom: &Conv2dGeometry, offs: &mut [u32]) {
+        if let Some(b) = &self.rows {
+            return fill_taps(geom, b, offs);
+        }
+        let (kh, kw) = (geom.kh(), geom.kw());
+        for ci in 0..geom.cig() {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let phase = (ky % 2) * 2 + kx % 2;
+                    let off = ci * self.chan_stride + phase * self.plane + (ky / 2) * self.wp + kx / 2;
+                    offs[(ci * kh + ky) * kw + kx] = off as u32;
+                }
+            }
+        }
+    }
+
+    /// Fills the slab of the `nch` channel planes `planes` for output rows
+    /// `oy0..oy1` (zeros in the padding, below the image and in the slack).
+    fn fill(&self, geom: &Conv2dGeometry, planes: &[f32], nch: usize, oy0: usize, oy1: usize, slab: &mut [f32]) {
+        if let Some(b) = &self.rows {
+            return fill_slab(geom, planes, nch, oy0, oy1, b, slab);
+        }
+        // SAFETY: this path runs only where the packed kernels do (AVX2 and
+        // FMA, `eligible`).
+        unsafe { fill_phases(self, geom, planes, nch, oy0, oy1, slab) };
+        slab[nch * self.chan_stride..].fill(0.0);
+    }
+}
+
+/// The phase planes of [`Slabs::fill`]: plane `(py, px)` of channel `ci`,
+/// slab row `sr`, column `j` holds padded input `(2 (oy0 + sr) + py,
+/// 2 j + px)`.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2"))]
+unsafe fn fill_phases(
+    s: &Slabs,
+    geom: &Conv2dGeometry,
+    planes: &[f32],
+    nch: usize,
+    oy0: usize,
+    oy1: usize,
+    slab: &mut [f32],
+) {
+    let (h, w) = (geom.h(), geom.w());
+    let (pt, _, pl, _) = geom.padding();
+    let used = oy1 - oy0 + (geom.kh() - 1) / 2;
+    let wp = s.wp;
+    // Columns j0[px]..j1[px] of plane column phase px read input columns
+    // 2 j + px - pl inside the row.
+    let cols = |px: usize| {
+        let j0 = (pl.saturating_sub(px)).div_ceil(2);
+        let j1 = ((w + pl - px).div_ceil(2)).clamp(j0, wp);
+        (j0, j1)
+    };
+    let spans = [cols(0), cols(1)];
+    for ci in 0..nch {
+        for py in 0..2 {
+            for sr in 0..s.slab_rows {
+                // Padded row 2 (oy0 + sr) + py.
+                let iy = (2 * (oy0 + sr) + py) as isize - pt as isize;
+                let inside = sr < used && iy >= 0 && iy < h as isize;
+                for (px, &(j0, j1)) in spans.iter().enumerate() {
+                    let at = ci * s.chan_stride + (py * 2 + px) * s.plane + sr * wp;
+                    let dst = &mut slab[at..at + wp];
+                    if !inside || j0 == j1 {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let row = &planes[ci * h * w + iy as usize * w..][..w];
+                    dst[..j0].fill(0.0);
+                    dst[j1..].fill(0.0);
+                    let x0 = 2 * j0 + px - pl;
+                    gather_evens(&mut dst[j0..j1], &row[x0..x0 + 2 * (j1 - j0) - 1]);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[j] = src[2 j]` (`src.len() == 2 * dst.len() - 1`, so block `b` of 8
+/// reads `src[16 b .. 16 b + 15]`, inside it for `b < n / 8`): blocks of 8 from
+/// fixed-size windows of 15, which compile to loads and shuffles, then the
+/// tail.
+#[inline(always)]
+fn gather_evens(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    let full = n / 8;
+    for b in 0..full {
+        let d: &mut [f32; 8] = (&mut dst[8 * b..8 * b + 8]).try_into().unwrap();
+        let w: &[f32; 15] = src[16 * b..16 * b + 15].try_into().unwrap();
+        for (j, v) in d.iter_mut().enumerate() {
+            *v = w[2 * j];
+        }
+    }
+    for j in 8 * full..n {
+        dst[j] = src[2 * j];
+    }
 }
 
 /// How one implicit weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
-    bands: implicit::Plan,
+    slabs: Slabs,
     nchunks: usize,
     kb_rows: usize,
     nkb: usize,
@@ -81,20 +256,28 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
-    // Bands from the slab size alone, the same for every pool.
-    let bands = implicit::plan_geometry_only(geom);
     let (groups, cog, k) = (geom.groups(), geom.cog(), geom.k_len());
     let khkw = geom.kh() * geom.kw();
     let nchunks = WEIGHT_GRAD_UNITS.div_ceil(groups).min(geom.n());
     let blocks = k.div_ceil(MR);
     let want = rayon::current_num_threads() * TASKS_PER_THREAD;
-    let nkb = want.div_ceil(nchunks * groups).clamp(1, blocks);
+    // Tap blocks change no bit (each element keeps its own chain): as many
+    // as the threads want, and at stride 2 enough to keep each block's sums
+    // within PHASED_ACC_BYTES.
+    let acc_row_bytes = cog.div_ceil(NR) * NR * std::mem::size_of::<f32>();
+    let l2_blocks = if phased(geom) {
+        (k * acc_row_bytes).div_ceil(PHASED_ACC_BYTES)
+    } else {
+        1
+    };
+    let nkb = want.div_ceil(nchunks * groups).max(l2_blocks).clamp(1, blocks);
     let kb_rows = blocks.div_ceil(nkb) * MR;
     let nkb = k.div_ceil(kb_rows);
     // Channels a block of taps touches: at most its rows / khkw + 2.
     let nch = (kb_rows.div_ceil(khkw) + 1).min(geom.cig());
-    let q_max = bands.band * bands.wp;
-    let slab_len = nch * bands.chan_stride + bands.wp + NR;
+    let slabs = Slabs::new(geom, nch);
+    let q_max = slabs.band * slabs.wp;
+    let slab_len = nch * slabs.chan_stride + slabs.wp + NR;
     let dyt_len = sgemm::packed_b_len(q_max, cog);
     let acc_len = kb_rows * cog.div_ceil(NR) * NR;
     let ntasks = nchunks * groups * nkb;
@@ -111,7 +294,7 @@ pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
         scratch_len: slab_len + dyt_len + acc_len + 3 * NR,
         partials_len: (nchunks - 1) * geom.weight_len(),
         index_len: k,
-        bands,
+        slabs,
     }
 }
 
@@ -141,9 +324,9 @@ pub(crate) fn weight_grad(
     let hw = geom.h() * geom.w();
     let (oh, ow) = (geom.oh(), geom.ow());
     let ohw = oh * ow;
-    let b = &p.bands;
+    let b = &p.slabs;
     let wp = b.wp;
-    fill_taps(geom, b, offs);
+    b.fill_taps(geom, offs);
     let offs = &*offs;
     let wlen = geom.weight_len();
     let dw_ptr = SharedMut(dw.as_mut_ptr());
@@ -166,7 +349,7 @@ pub(crate) fn weight_grad(
             for band in 0..b.nbands {
                 let (oy0, oy1) = (band * b.band, ((band + 1) * b.band).min(oh));
                 let q_len = (oy1 - oy0) * wp;
-                fill_slab(geom, xb, ci1 - ci0, oy0, oy1, b, slab);
+                b.fill(geom, xb, ci1 - ci0, oy0, oy1, slab);
                 // dYt panels: [jp][q][16], zero in the padding columns and
                 // past cog.
                 for jp in 0..npanels {
@@ -232,7 +415,13 @@ mod tests {
         // LeNet conv2: 8 of every 12 slab columns are outputs (< 3/4).
         assert!(!eligible::<f32>(&g(s(64, 20, 12, 12, 50, 5, 5))));
         assert!(!eligible::<f32>(&g(s(8, 1, 28, 28, 6, 5, 5))));
-        assert!(!eligible::<f32>(&g(s(8, 64, 56, 56, 128, 3, 3).stride(2, 2))));
+        // Stride 2 reads phase planes (27 of every 28 columns are outputs);
+        // not with dilation, nor 1x1.
+        assert!(eligible::<f32>(&g(s(8, 64, 56, 56, 128, 3, 3).stride(2, 2))));
+        assert!(!eligible::<f32>(&g(s(8, 64, 56, 56, 128, 3, 3)
+            .stride(2, 2)
+            .dilation(2, 2))));
+        assert!(!eligible::<f32>(&g(s(8, 64, 56, 56, 128, 1, 1).stride(2, 2))));
         assert!(!eligible::<f32>(&g(
             s(8, 256, 14, 14, 256, 3, 3).padding(Padding::symmetric(1))
         )));

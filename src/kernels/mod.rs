@@ -112,13 +112,21 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
             }
         },
     };
-    let (w_scratch, w_partials) = if let Some(tile) = winograd::selected_weight_grad::<T>(geom) {
+    let (w_scratch, w_partials, w_index) = if let Some(tile) = winograd::selected_weight_grad::<T>(geom) {
         let w = winograd::wgrad_plan::<T>(geom, tile);
-        (w.scratch_len, w.partials_len)
+        (w.scratch_len, w.partials_len, 0)
+    } else if implicit_wgrad::eligible::<T>(geom) {
+        let w = implicit_wgrad::plan(geom);
+        (w.parts * w.scratch_len, w.partials_len, w.index_len)
     } else {
         let w = weight_grad::plan::<T>(geom);
-        (w.parts * w.scratch_len.max(1), w.partials_len)
+        (w.parts * w.scratch_len.max(1), w.partials_len, 0)
     };
     let scratch = [f_scratch, i_scratch, w_scratch].into_iter().max().unwrap_or(0);
-    (scratch, w_partials, f_packed.max(i_packed), index.max(i_index))
+    (
+        scratch,
+        w_partials,
+        f_packed.max(i_packed),
+        index.max(i_index).max(w_index),
+    )
 }
