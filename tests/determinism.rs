@@ -52,7 +52,10 @@ fn geometries() -> Vec<Conv2dGeometry> {
         // K = 2304: every pass cuts the image into several pixel tiles
         s(2, 256, 16, 16, 16, 3, 3).padding(Padding::symmetric(1)),
         // weight-gradient chunks of several pixel tiles across images
-        s(3, 40, 96, 96, 16, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+        s(2, 256, 100, 100, 16, 1, 1),
+        s(2, 3, 160, 160, 16, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
+        // the implicit weight gradient: 9 chunks of two (image, band) pairs
+        s(2, 32, 96, 96, 32, 3, 3).dilation(2, 2).padding(Padding::symmetric(2)),
         // grouped, dilated, long pixel rows (several tiles per image)
         s(2, 8, 40, 40, 8, 3, 3)
             .dilation(2, 2)

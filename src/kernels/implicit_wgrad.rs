@@ -1,4 +1,4 @@
-//! Implicit-GEMM weight gradient for stride-1 convolutions (f32, AVX2 + FMA):
+//! Implicit-GEMM weight gradient for stride-1 and stride-2 convolutions (f32, AVX2 + FMA):
 //! the input patches are read in place from the zero-padded slabs of the
 //! [implicit forward](super::implicit), never gathered into a column matrix.
 //!
@@ -25,12 +25,13 @@
 //!
 //! Summation order: every element is one fused multiply-add chain over the
 //! pixels in raster order (images in order), whatever the bands; the
-//! images are cut into a geometry-fixed number of chunks whose partial sums
-//! are added in chunk order, so results do not depend on the thread count.
+//! (image, band) pairs are cut into a geometry-fixed number of chunks whose
+//! partial sums are added in chunk order, so results do not depend on the
+//! thread count.
 //! Threads split the taps, which changes no bit.
 
 use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, SLAB_BYTES, fill_slab, fill_taps};
-use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for, run_tasks};
+use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for, run_tasks, weight_grad_chunks};
 use super::sgemm::{self, MR, NR};
 use crate::geometry::Conv2dGeometry;
 
@@ -258,24 +259,35 @@ pub(crate) struct Plan {
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     let (groups, cog, k) = (geom.groups(), geom.cog(), geom.k_len());
     let khkw = geom.kh() * geom.kw();
-    let nchunks = WEIGHT_GRAD_UNITS.div_ceil(groups).min(geom.n());
     let blocks = k.div_ceil(MR);
-    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
-    // Tap blocks change no bit (each element keeps its own chain): as many
-    // as the threads want, and at stride 2 enough to keep each block's sums
-    // within PHASED_ACC_BYTES.
+    // Tap blocks change no bit (each element keeps its own chain): at stride
+    // 2 enough to keep each block's sums within PHASED_ACC_BYTES, then as
+    // many as the threads want.
     let acc_row_bytes = cog.div_ceil(NR) * NR * std::mem::size_of::<f32>();
     let l2_blocks = if phased(geom) {
-        (k * acc_row_bytes).div_ceil(PHASED_ACC_BYTES)
+        (k * acc_row_bytes).div_ceil(PHASED_ACC_BYTES).clamp(1, blocks)
     } else {
         1
     };
+    // The bands come from the geometry alone (at stride 2 sized for the
+    // channels of the L2-sized tap blocks; thread-made blocks only have
+    // fewer), and so do the chunks: runs of (image, band) pairs, so that 8
+    // images of many bands still give 16 (the stem on 16 threads), each of
+    // at least MIN_CHUNK_PIXELS.
+    let nch_max = (blocks.div_ceil(l2_blocks) * MR).div_ceil(khkw) + 1;
+    let slabs = Slabs::new(geom, nch_max.min(geom.cig()));
+    let nchunks = weight_grad_chunks(
+        WEIGHT_GRAD_UNITS.div_ceil(groups),
+        geom.n(),
+        geom.n() * slabs.nbands,
+        geom.n() * geom.oh() * geom.ow(),
+    );
+    let want = rayon::current_num_threads() * TASKS_PER_THREAD;
     let nkb = want.div_ceil(nchunks * groups).max(l2_blocks).clamp(1, blocks);
     let kb_rows = blocks.div_ceil(nkb) * MR;
     let nkb = k.div_ceil(kb_rows);
     // Channels a block of taps touches: at most its rows / khkw + 2.
     let nch = (kb_rows.div_ceil(khkw) + 1).min(geom.cig());
-    let slabs = Slabs::new(geom, nch);
     let q_max = slabs.band * slabs.wp;
     let slab_len = nch * slabs.chan_stride + slabs.wp + NR;
     let dyt_len = sgemm::packed_b_len(q_max, cog);
@@ -342,42 +354,43 @@ pub(crate) fn weight_grad(
         let (dyt, rest) = sgemm::split_aligned(rest, p.dyt_len);
         let (acc, _) = sgemm::split_aligned(rest, p.acc_len);
         acc.fill(0.0);
-        let (n0, n1) = (chunk * batch / p.nchunks, (chunk + 1) * batch / p.nchunks);
-        for n in n0..n1 {
+        // Chunk `c` of `C`: (image, band) pairs `c * P / C .. (c + 1) * P / C`
+        // of the `P = n * nbands`, image after image.
+        let total = batch * b.nbands;
+        let (i0, i1) = (chunk * total / p.nchunks, (chunk + 1) * total / p.nchunks);
+        for (n, band) in (i0..i1).map(|i| (i / b.nbands, i % b.nbands)) {
             let xb = &x[(n * c_in + g * cig + ci0) * hw..(n * c_in + g * cig + ci1) * hw];
             let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
-            for band in 0..b.nbands {
-                let (oy0, oy1) = (band * b.band, ((band + 1) * b.band).min(oh));
-                let q_len = (oy1 - oy0) * wp;
-                b.fill(geom, xb, ci1 - ci0, oy0, oy1, slab);
-                // dYt panels: [jp][q][16], zero in the padding columns and
-                // past cog.
-                for jp in 0..npanels {
-                    let panel = &mut dyt[jp * p.q_max * NR..(jp * p.q_max + q_len) * NR];
-                    let nch = NR.min(cog - jp * NR);
-                    for oy in oy0..oy1 {
-                        let q = (oy - oy0) * wp;
-                        let src = &dyg[jp * NR * ohw + oy * ow..];
-                        // SAFETY: the plan chose this path only where AVX2 runs.
-                        unsafe { sgemm::pack_panel_transposed(src, ohw, nch, ow, &mut panel[q * NR..]) };
-                        panel[(q + ow) * NR..(q + wp) * NR].fill(0.0);
-                    }
+            let (oy0, oy1) = (band * b.band, ((band + 1) * b.band).min(oh));
+            let q_len = (oy1 - oy0) * wp;
+            b.fill(geom, xb, ci1 - ci0, oy0, oy1, slab);
+            // dYt panels: [jp][q][16], zero in the padding columns and
+            // past cog.
+            for jp in 0..npanels {
+                let panel = &mut dyt[jp * p.q_max * NR..(jp * p.q_max + q_len) * NR];
+                let nch = NR.min(cog - jp * NR);
+                for oy in oy0..oy1 {
+                    let q = (oy - oy0) * wp;
+                    let src = &dyg[jp * NR * ohw + oy * ow..];
+                    // SAFETY: the plan chose this path only where AVX2 runs.
+                    unsafe { sgemm::pack_panel_transposed(src, ohw, nch, ow, &mut panel[q * NR..]) };
+                    panel[(q + ow) * NR..(q + wp) * NR].fill(0.0);
                 }
-                let base = ci0 * b.chan_stride;
-                let slab_ptr = slab.as_ptr();
-                // Row i of the block: tap r0 + i, relative to the slab's first channel ci0.
-                let row = |i: usize| {
-                    // SAFETY: the tap's offset minus the block's first
-                    // channel lies inside the slab (it holds channels ci0..ci1).
-                    unsafe { slab_ptr.add(offs[r0 + i] as usize - base) }
-                };
-                // SAFETY: the plan chose this path only where AVX2 and FMA
-                // run; every tap row of the block, read at pixels < q_len,
-                // lies in the slab (its channels ci0..ci1 plus the wp + NR
-                // slack, as in the forward); the dYt panels hold q_max >=
-                // q_len pixels each; `acc` holds the block's sums.
-                unsafe { sgemm::sum_rows_panels(r1 - r0, row, dyt, p.q_max, q_len, npanels, acc) };
             }
+            let base = ci0 * b.chan_stride;
+            let slab_ptr = slab.as_ptr();
+            // Row i of the block: tap r0 + i, relative to the slab's first channel ci0.
+            let row = |i: usize| {
+                // SAFETY: the tap's offset minus the block's first
+                // channel lies inside the slab (it holds channels ci0..ci1).
+                unsafe { slab_ptr.add(offs[r0 + i] as usize - base) }
+            };
+            // SAFETY: the plan chose this path only where AVX2 and FMA
+            // run; every tap row of the block, read at pixels < q_len,
+            // lies in the slab (its channels ci0..ci1 plus the wp + NR
+            // slack, as in the forward); the dYt panels hold q_max >=
+            // q_len pixels each; `acc` holds the block's sums.
+            unsafe { sgemm::sum_rows_panels(r1 - r0, row, dyt, p.q_max, q_len, npanels, acc) };
         }
         let target = if chunk == 0 {
             dw_ptr.get()

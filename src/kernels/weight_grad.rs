@@ -24,6 +24,7 @@ use super::im2col::im2col_tile;
 use super::implicit_wgrad;
 use super::parallel::{
     MIN_BLOCK_ROWS, SharedMut, TASKS_PER_THREAD, Tiling, WEIGHT_GRAD_UNITS, panel_block, parts_for, run_tasks,
+    weight_grad_chunks,
 };
 use super::sgemm::{self, MR, NR};
 use super::{f32s, f32s_mut};
@@ -71,13 +72,15 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let units = groups * nblocks;
     let tiles = Tiling::for_rows::<T>(geom, cib * khkw, 1);
     // Chunks are runs of (image, pixel tile) pairs in raster order, so a
-    // batch smaller than the units still gives them all (the stem and the 1x1:
-    // 8 images, one channel block, 16 chunks of half an image).
-    let nchunks = if units >= WEIGHT_GRAD_UNITS {
-        1
-    } else {
-        WEIGHT_GRAD_UNITS.div_ceil(units).min(geom.n() * tiles.ntiles)
-    };
+    // batch smaller than the units still gives them all (the 1x1: 8 images,
+    // one channel block, 16 chunks of half an image), each of at least
+    // MIN_CHUNK_PIXELS.
+    let nchunks = weight_grad_chunks(
+        WEIGHT_GRAD_UNITS.div_ceil(units),
+        geom.n(),
+        geom.n() * tiles.ntiles,
+        geom.n() * geom.oh() * geom.ow(),
+    );
     // The units above fix the summation order. Where they are fewer than the
     // threads want (8 images, one channel block: the stem and the 1x1 on 16
     // threads), the output channels are cut too: that changes no sum, and

@@ -182,12 +182,13 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         // (17 output columns, the first tap column skips one), which once
         // dropped a run's last 8 adds.
         s(1, 2, 33, 33, 3, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
-        // Weight-gradient chunks that are runs of several (image, pixel tile)
-        // pairs crossing image boundaries (batches smaller than the 16 work
-        // units, several tiles per image): a 1x1 layer with 4 tiles per image
-        // and a stride-2 3x3 with 7.
-        s(5, 256, 40, 40, 16, 1, 1),
-        s(3, 40, 96, 96, 16, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+        // Weight-gradient chunks that cut images (batches smaller than the
+        // 16 work units, at least MIN_CHUNK_PIXELS per chunk): a 1x1 layer
+        // whose 9 chunks are runs of about 4 (image, pixel tile) pairs
+        // across image boundaries, and a stem-like stride-2 layer (the
+        // implicit weight gradient on phase planes) of two bands per image.
+        s(2, 256, 100, 100, 16, 1, 1),
+        s(2, 3, 160, 160, 16, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
