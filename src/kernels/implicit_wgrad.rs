@@ -154,8 +154,18 @@ impl Slabs {
         }
     }
 
+    /// Readies a task's slab before its first [`Slabs::fill`]: phase planes
+    /// are zeroed whole once, since their padding columns (and the slack)
+    /// hold zeros whatever the band.
+    fn prepare(&self, slab: &mut [f32]) {
+        if self.rows.is_none() {
+            slab.fill(0.0);
+        }
+    }
+
     /// Fills the slab of the `nch` channel planes `planes` for output rows
-    /// `oy0..oy1` (zeros in the padding, below the image and in the slack).
+    /// `oy0..oy1` (zeros in the padding, below the image and in the slack;
+    /// for phase planes, on a slab readied by [`Slabs::prepare`]).
     fn fill(&self, geom: &Conv2dGeometry, planes: &[f32], nch: usize, oy0: usize, oy1: usize, slab: &mut [f32]) {
         if let Some(b) = &self.rows {
             return fill_slab(geom, planes, nch, oy0, oy1, b, slab);
@@ -163,7 +173,6 @@ impl Slabs {
         // SAFETY: this path runs only where the packed kernels do (AVX2 and
         // FMA, `eligible`).
         unsafe { fill_phases(self, geom, planes, nch, oy0, oy1, slab) };
-        slab[nch * self.chan_stride..].fill(0.0);
     }
 }
 
@@ -202,41 +211,64 @@ unsafe fn fill_phases(
                 let iy = (2 * (oy0 + sr) + py) as isize - pt as isize;
                 let inside = sr < used && iy >= 0 && iy < h as isize;
                 for (px, &(j0, j1)) in spans.iter().enumerate() {
+                    // Columns outside j0..j1 stay zero from `prepare`.
                     let at = ci * s.chan_stride + (py * 2 + px) * s.plane + sr * wp;
-                    let dst = &mut slab[at..at + wp];
-                    if !inside || j0 == j1 {
+                    let dst = &mut slab[at + j0..at + j1];
+                    if !inside {
                         dst.fill(0.0);
                         continue;
                     }
+                    if j0 == j1 {
+                        continue;
+                    }
                     let row = &planes[ci * h * w + iy as usize * w..][..w];
-                    dst[..j0].fill(0.0);
-                    dst[j1..].fill(0.0);
                     let x0 = 2 * j0 + px - pl;
-                    gather_evens(&mut dst[j0..j1], &row[x0..x0 + 2 * (j1 - j0) - 1]);
+                    // SAFETY: AVX2 (this function's contract).
+                    unsafe { gather_evens(dst, &row[x0..x0 + 2 * (j1 - j0) - 1]) };
                 }
             }
         }
     }
 }
 
-/// `dst[j] = src[2 j]` (`src.len() == 2 * dst.len() - 1`, so block `b` of 8
-/// reads `src[16 b .. 16 b + 15]`, inside it for `b < n / 8`): blocks of 8 from
-/// fixed-size windows of 15, which compile to loads and shuffles, then the
-/// tail.
-#[inline(always)]
-fn gather_evens(dst: &mut [f32], src: &[f32]) {
-    let n = dst.len();
-    let full = n / 8;
+/// `dst[j] = src[2 j]` (`src.len() == 2 * dst.len() - 1`): blocks of 8
+/// from two 8-wide loads of 16 elements (block `b` reads `src[16 b ..
+/// 16 b + 16]`, inside `src` for `16 b + 16 <= src.len()`) and two
+/// shuffles, then the tail one element at a time.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_evens(dst: &mut [f32], src: &[f32]) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(src.len() + 1, 2 * dst.len());
+    let full = src.len() / 16;
     for b in 0..full {
-        let d: &mut [f32; 8] = (&mut dst[8 * b..8 * b + 8]).try_into().unwrap();
-        let w: &[f32; 15] = src[16 * b..16 * b + 15].try_into().unwrap();
-        for (j, v) in d.iter_mut().enumerate() {
-            *v = w[2 * j];
+        let s = &src[16 * b..16 * b + 16];
+        // SAFETY: `s` holds 16 elements, the block of `dst` 8 (8 b + 8 <= n
+        // since 16 b + 16 <= 2 n - 1).
+        unsafe {
+            let (lo, hi) = (_mm256_loadu_ps(s.as_ptr()), _mm256_loadu_ps(s.as_ptr().add(8)));
+            // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the 64-bit pairs
+            // reordered to [lo0 lo2 lo4 lo6 | hi0 hi2 hi4 hi6].
+            let evens = _mm256_shuffle_ps::<0x88>(lo, hi);
+            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(evens)));
+            _mm256_storeu_ps(dst[8 * b..8 * b + 8].as_mut_ptr(), v);
         }
     }
-    for j in 8 * full..n {
+    for j in 8 * full..dst.len() {
         dst[j] = src[2 * j];
     }
+}
+
+/// Unreachable off x86-64 (the implicit paths need AVX2).
+///
+/// # Safety
+/// Never callable.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn gather_evens(_: &mut [f32], _: &[f32]) {
+    unreachable!("the implicit weight gradient runs only on x86-64");
 }
 
 /// How one implicit weight-gradient call is cut into tasks.
@@ -354,6 +386,7 @@ pub(crate) fn weight_grad(
         let (dyt, rest) = sgemm::split_aligned(rest, p.dyt_len);
         let (acc, _) = sgemm::split_aligned(rest, p.acc_len);
         acc.fill(0.0);
+        b.prepare(slab);
         // Chunk `c` of `C`: (image, band) pairs `c * P / C .. (c + 1) * P / C`
         // of the `P = n * nbands`, image after image.
         let total = batch * b.nbands;
@@ -410,7 +443,28 @@ pub(crate) fn weight_grad(
 
 #[cfg(test)]
 mod tests {
-    use super::eligible;
+    use super::{eligible, gather_evens};
+
+    #[test]
+    fn gather_evens_matches_plain_loop() {
+        if !crate::kernels::packed_path::<f32>() {
+            return;
+        }
+        for n in 1..50 {
+            let src: Vec<f32> = (0..2 * n - 1).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; n + 3];
+            // SAFETY: AVX2 runs (the packed path is available).
+            unsafe { gather_evens(&mut dst[..n], &src) };
+            for (j, &v) in dst.iter().enumerate() {
+                if j < n {
+                    assert_eq!(v, (2 * j) as f32, "n {n}, element {j}");
+                } else {
+                    assert!(v.is_nan(), "n {n}: wrote element {j}");
+                }
+            }
+        }
+    }
+
     use crate::geometry::{Conv2dSpec, Padding};
 
     #[test]

@@ -255,7 +255,8 @@ pub(crate) unsafe fn pack_panel_transposed(src: &[f32], rs: usize, nch: usize, l
 
 /// `dst[c * ds + r] = src[r * ss + c]` for `r < rows`, `c < cols`: 8 x 8
 /// blocks through a register transpose (each of 8 loads and 8 stores moves
-/// 8 elements), the rest one element at a time. With `prefetch`, each source
+/// 8 elements; past 8 columns the last block ends at the last column), the
+/// rest one element at a time. With `prefetch`, each source
 /// row is asked for [`PANEL_PREFETCH`] elements ahead (rows that stream from
 /// memory). The `dY^T` panels of the weight gradients and the implicit
 /// forward's pixel-major sums going into `Y` both go through here.
@@ -276,7 +277,14 @@ pub(crate) unsafe fn transpose_f32(
 ) {
     assert!(rows == 0 || src.len() >= (rows - 1) * ss + cols);
     let (full_r, full_c) = (rows / 8 * 8, cols / 8 * 8);
-    for c0 in (0..full_c).step_by(8) {
+    // Past 8 columns, a last block ends at the last column (it overlaps the
+    // one before and writes the same values again), so only rows past the
+    // last 8-row block go one element at a time (the 28-pixel rows of the
+    // implicit weight gradient: 3 blocks and 4 columns -> 4 blocks).
+    let shifted = cols > 8 && !cols.is_multiple_of(8);
+    let covered = if shifted { cols } else { full_c };
+    let starts = (0..full_c).step_by(8).chain(shifted.then_some(cols - 8));
+    for c0 in starts {
         if prefetch && c0 % 16 == 0 && c0 + PANEL_PREFETCH < cols {
             for r in 0..rows {
                 // SAFETY: a prefetch never faults and only reads; the address
@@ -297,7 +305,7 @@ pub(crate) unsafe fn transpose_f32(
     }
     for r in 0..rows {
         let row = &src[r * ss..][..cols];
-        for (c, &v) in row.iter().enumerate().skip(if r < full_r { full_c } else { 0 }) {
+        for (c, &v) in row.iter().enumerate().skip(if r < full_r { covered } else { 0 }) {
             // SAFETY: r < rows, c < cols: the caller's contract.
             unsafe { *dst.add(c * ds + r) = v };
         }
@@ -1081,6 +1089,37 @@ mod tests {
                         } else {
                             let tol = 4.0 * (k as f32 + 2.0) * f32::EPSILON * (k as f32 + 1.0);
                             assert!((g - w).abs() <= tol, "m={m} n={n} k={k} ({i},{j}): {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transpose against a plain loop on every shape up to 20 x 20 (the
+    /// 8 x 8 blocks, the shifted last column block, the tails), with the
+    /// destination poisoned around the block.
+    #[test]
+    fn transpose_matches_plain_loop() {
+        if !available() {
+            return;
+        }
+        for rows in 0..21 {
+            for cols in 0..21 {
+                let (ss, ds) = (cols + 3, rows + 5);
+                let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
+                let mut dst = vec![f32::NAN; cols.max(1) * ds];
+                for prefetch in [false, true] {
+                    // SAFETY: AVX2 is available; dst holds cols rows of ds >= rows.
+                    unsafe { transpose_f32(&src, ss, rows, cols, dst.as_mut_ptr(), ds, prefetch) };
+                    for c in 0..cols {
+                        for r in 0..ds {
+                            let got = dst[c * ds + r];
+                            if r < rows {
+                                assert_eq!(got, src[r * ss + c], "rows {rows} cols {cols} at ({r}, {c})");
+                            } else {
+                                assert!(got.is_nan(), "rows {rows} cols {cols}: wrote ({r}, {c})");
+                            }
                         }
                     }
                 }
