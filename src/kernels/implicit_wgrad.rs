@@ -71,7 +71,9 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
     if !phased && geom.cog() * geom.k_len() * std::mem::size_of::<f32>() > IMPLICIT_MAX_WEIGHT_BYTES {
         return false;
     }
-    let s = Slabs::new(geom, geom.cig());
+    // One channel gives the tallest bands, so the largest tap offsets any
+    // plan of `geom` can have.
+    let s = Slabs::new(geom, 1);
     if geom.ow() * MIN_USEFUL.1 < s.wp * MIN_USEFUL.0 {
         return false;
     }
@@ -90,8 +92,9 @@ fn phased(geom: &Conv2dGeometry) -> bool {
 pub(crate) const PHASED_ACC_BYTES: usize = 256 * 1024;
 
 /// The slab layout of one call: bands of `band` output rows; each channel
-/// holds `planes` planes of `slab_rows x wp` (stride 1: one, the padded
-/// input rows of the band; stride 2: the four phase planes).
+/// (`chan_stride` elements) holds one plane of `slab_rows x wp` (stride 1:
+/// the padded input rows of the band) or four (stride 2: the phase planes,
+/// `plane` elements apart).
 struct Slabs {
     band: usize,
     nbands: usize,
