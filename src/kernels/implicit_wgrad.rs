@@ -31,7 +31,9 @@
 //! Threads split the taps, which changes no bit.
 
 use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, SLAB_BYTES, fill_slab, fill_taps};
-use super::parallel::{SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, parts_for, run_tasks, weight_grad_chunks};
+use super::parallel::{
+    SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks,
+};
 use super::sgemm::{self, MR, NR};
 use crate::geometry::Conv2dGeometry;
 
@@ -390,11 +392,7 @@ pub(crate) fn weight_grad(
         let (acc, _) = sgemm::split_aligned(rest, p.acc_len);
         acc.fill(0.0);
         b.prepare(slab);
-        // Chunk `c` of `C`: (image, band) pairs `c * P / C .. (c + 1) * P / C`
-        // of the `P = n * nbands`, image after image.
-        let total = batch * b.nbands;
-        let (i0, i1) = (chunk * total / p.nchunks, (chunk + 1) * total / p.nchunks);
-        for (n, band) in (i0..i1).map(|i| (i / b.nbands, i % b.nbands)) {
+        for (n, band) in chunk_pairs(chunk, p.nchunks, batch, b.nbands) {
             let xb = &x[(n * c_in + g * cig + ci0) * hw..(n * c_in + g * cig + ci1) * hw];
             let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
             let (oy0, oy1) = (band * b.band, ((band + 1) * b.band).min(oh));

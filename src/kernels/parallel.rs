@@ -91,6 +91,20 @@ pub(crate) fn weight_grad_chunks(want: usize, n: usize, pairs: usize, pixels: us
     want.min(n.max(pairs.min(pixels / MIN_CHUNK_PIXELS))).max(1)
 }
 
+/// The (image, piece) pairs of weight-gradient chunk `chunk` of `nchunks`,
+/// in raster order: pairs `chunk * P / nchunks .. (chunk + 1) * P / nchunks`
+/// of the `P = n * per_image` (pieces are pixel tiles or bands), image after
+/// image.
+pub(crate) fn chunk_pairs(
+    chunk: usize,
+    nchunks: usize,
+    n: usize,
+    per_image: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let total = n * per_image;
+    (chunk * total / nchunks..(chunk + 1) * total / nchunks).map(move |i| (i / per_image, i % per_image))
+}
+
 /// The pixel tiles of one image: `ntiles` ranges of whole [`PANEL`]s, as
 /// even as possible (tile `t` covers panels `t*P/ntiles .. (t+1)*P/ntiles`
 /// of the `P = ceil(ohw / 16)` panels).

@@ -23,8 +23,8 @@ use rayon::prelude::*;
 use super::im2col::im2col_tile;
 use super::implicit_wgrad;
 use super::parallel::{
-    MIN_BLOCK_ROWS, SharedMut, TASKS_PER_THREAD, Tiling, WEIGHT_GRAD_UNITS, panel_block, parts_for, run_tasks,
-    weight_grad_chunks,
+    MIN_BLOCK_ROWS, SharedMut, TASKS_PER_THREAD, Tiling, WEIGHT_GRAD_UNITS, chunk_pairs, panel_block, parts_for,
+    run_tasks, weight_grad_chunks,
 };
 use super::sgemm::{self, MR, NR};
 use super::{f32s, f32s_mut};
@@ -35,8 +35,6 @@ use crate::workspace::Workspace;
 /// How one weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
     tiles: Tiling,
-    /// Images in the batch.
-    batch: usize,
     cib: usize,
     nblocks: usize,
     nchunks: usize,
@@ -106,7 +104,6 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     };
     Plan {
         tiles,
-        batch: geom.n(),
         cib,
         nblocks,
         nchunks,
@@ -116,17 +113,6 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         scratch_len,
         partials_len: (nchunks - 1) * geom.weight_len(),
         packed,
-    }
-}
-
-impl Plan {
-    /// The (image, pixel tile) pairs of chunk `chunk`, in raster order: chunk
-    /// `c` of `C` takes pairs `c * P / C .. (c + 1) * P / C` of the
-    /// `P = n * ntiles`, image after image.
-    fn chunk_tiles(&self, chunk: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
-        let (nt, total) = (self.tiles.ntiles, self.batch * self.tiles.ntiles);
-        let (i0, i1) = (chunk * total / self.nchunks, (chunk + 1) * total / self.nchunks);
-        (i0..i1).map(move |i| (i / nt, i % nt))
     }
 }
 
@@ -197,7 +183,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
             unsafe { part_ptr.get().add((chunk - 1) * wlen) }
         };
         let mut beta = T::ZERO;
-        for (n, t) in p.chunk_tiles(chunk) {
+        for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
             let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
             let (p0, p1) = p.tiles.range(t);
             let tl = p1 - p0;
@@ -290,7 +276,7 @@ fn weight_grad_packed(
         let (acc, _) = sgemm::split_aligned(rest, acc_len);
         let npanels = (co1 - co0).div_ceil(NR);
         acc.fill(0.0);
-        for (n, t) in p.chunk_tiles(chunk) {
+        for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
             let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
             let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
             let (p0, p1) = p.tiles.range(t);
