@@ -66,13 +66,17 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     let parts = parts_for(ntasks);
     let (scratch_len, packed_len) = if packed {
         // B panels of the widest block and tile, plus room to align them,
-        // plus one channel's row-major tile for `im2col_panels`.
+        // plus `im2col_panels`' scratch for one channel.
         let rows = if geom.is_pointwise() {
             cig
         } else {
             blocks.max_len() * khkw
         };
-        let tmp = if geom.is_pointwise() { 0 } else { khkw * tiles.max_len() };
+        let tmp = if geom.is_pointwise() {
+            0
+        } else {
+            super::im2col::panels_tmp_len(geom, tiles.max_len())
+        };
         (
             sgemm::packed_b_len(rows, tiles.max_len()) + NR + tmp,
             geom.groups() * sgemm::packed_a_len(geom.cog(), geom.k_len()) + NR,

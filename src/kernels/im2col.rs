@@ -188,11 +188,12 @@ const S1_MIN_CHANNELS: usize = 4;
 /// Builds the same column tile as [`im2col_tile`] (f32) in the packed-`B`
 /// layout of the [f32 GEMM](super::sgemm): panels of `NR` pixels, element
 /// `col[r][q]` at `dst[q / NR * rows * NR + r * NR + q % NR]` with
-/// `rows = nch * kh * kw`. Column stride 1 or 2 writes the panels directly
-/// ([`im2col_panels_shared`], from [`S1_MIN_CHANNELS`] channels). Otherwise one
-/// input channel at a time goes through `tmp` (`kh * kw * (p1 - p0)`
-/// elements, small enough for L1) as a row-major tile, then is copied into
-/// the panels 16 elements at a time.
+/// `rows = nch * kh * kw`. Strided layers go through one channel's tap
+/// planes in `tmp` ([`im2col_panels_planes`]); stride 1 writes the panels
+/// directly ([`im2col_panels_shared`], from [`S1_MIN_CHANNELS`] channels), or
+/// else one input channel at a time goes through `tmp` as a row-major tile,
+/// then is copied into the panels 16 elements at a time. `tmp` holds
+/// [`panels_tmp_len`] elements (small enough for L1).
 /// Columns of the last panel past `p1 - p0` are left as they were (the GEMM
 /// never stores what they produce).
 pub(crate) fn im2col_panels(
@@ -209,6 +210,10 @@ pub(crate) fn im2col_panels(
     let pstride = nch * khkw * NR;
     debug_assert_eq!(x.len(), nch * hw);
     debug_assert!(dst.len() >= tl.div_ceil(NR) * pstride);
+    if planes_walk(geom) {
+        im2col_panels_planes(geom, x, nch, p0, p1, tmp, dst);
+        return;
+    }
     if shared_walk(geom, nch) {
         im2col_panels_shared(geom, x, nch, p0, p1, dst);
         return;
@@ -219,6 +224,159 @@ pub(crate) fn im2col_panels(
         repack_rows(tmp, khkw, tl, ci * khkw, pstride, dst);
     }
 }
+
+/// Whether [`im2col_panels`] builds `geom`'s panels from tap planes
+/// ([`im2col_panels_planes`]): every strided layer. down_3x3s2's forward
+/// went 65.0 -> 70.2 GFLOP/s (1 thread, medians of 7 alternating runs'
+/// bests) and 39 M -> 35 M instructions in im2col: the stride-2 walk had
+/// cut its 28-pixel rows into pieces that the fixed 8- and 16-wide copies
+/// did not fit. At stride 1 the planes measured within noise of the
+/// direct walk (resnet_3x3_14 with Winograd forbidden, lenet_c2).
+fn planes_walk(geom: &Conv2dGeometry) -> bool {
+    geom.stride() != (1, 1)
+}
+
+/// The tap planes of one channel for pixels `p0..p1`: the first output row
+/// `oy0 = p0 / ow`, the plane rows `prow`, the row phases `nph`.
+#[inline]
+fn planes_layout(geom: &Conv2dGeometry, p0: usize, p1: usize) -> (usize, usize, usize) {
+    let (sh, dh, kh, ow) = (geom.stride().0, geom.dilation().0, geom.kh(), geom.ow());
+    let oy0 = p0 / ow;
+    let rows = (p1 - 1) / ow + 1 - oy0;
+    let span = (kh - 1) * dh;
+    (oy0, rows + span / sh, sh.min(span + 1))
+}
+
+/// Elements of `tmp` [`im2col_panels`] needs for tiles of at most `tl`
+/// pixels.
+pub(crate) fn panels_tmp_len(geom: &Conv2dGeometry, tl: usize) -> usize {
+    let khkw = geom.kh() * geom.kw();
+    if !planes_walk(geom) {
+        return khkw * tl;
+    }
+    let (sh, dh, kh, ow) = (geom.stride().0, geom.dilation().0, geom.kh(), geom.ow());
+    let span = (kh - 1) * dh;
+    let rows = (tl.div_ceil(ow) + 1).min(geom.oh()) + span / sh;
+    sh.min(span + 1) * geom.kw() * rows * ow
+}
+
+/// `dst[j] = src[2 j]` (`src.len() == 2 * dst.len() - 1`): fixed blocks
+/// of 8, which the compiler turns into loads and shuffles, the last block
+/// overlapping the one before where the length is not a multiple of 8.
+#[inline(always)]
+fn copy_evens_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    debug_assert_eq!(src.len() + 1, 2 * n);
+    let block = |dst: &mut [T], at: usize| {
+        let d: &mut [T; 8] = (&mut dst[at..at + 8]).try_into().unwrap();
+        let s: &[T; 15] = src[2 * at..2 * at + 15].try_into().unwrap();
+        for (j, v) in d.iter_mut().enumerate() {
+            *v = s[2 * j];
+        }
+    };
+    if n < 8 {
+        for (j, v) in dst.iter_mut().enumerate() {
+            *v = src[2 * j];
+        }
+        return;
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        block(dst, at);
+        at += 8;
+    }
+    block(dst, n - 8);
+}
+
+/// The body of [`im2col_panels_planes`].
+#[inline(always)]
+fn im2col_panels_planes_impl<T: Element>(
+    geom: &Conv2dGeometry,
+    x: &[T],
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    tmp: &mut [T],
+    dst: &mut [T],
+) {
+    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let (sh, sw) = geom.stride();
+    let (dh, dw) = geom.dilation();
+    let (pt, _, pl, _) = geom.padding();
+    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    let pstride = nch * khkw * NR;
+    let (oy0, prow, nph) = planes_layout(geom, p0, p1);
+    let plane = prow * ow;
+    let tmp = &mut tmp[..nph * kw * plane];
+    let skip = p0 - oy0 * ow;
+    // Padding columns and rows out of the image are zero in every channel's
+    // planes, so they are zeroed once and each channel writes only the rest.
+    tmp.fill(T::ZERO);
+    for ci in 0..nch {
+        let xc = &x[ci * hw..(ci + 1) * hw];
+        // Plane (py, kx), row i, column ox: padded input (sh (oy0 + i) + py, ox sw + kx dw).
+        for kx in 0..kw {
+            // Output columns a..b read input columns ox * sw + xoff.
+            let xoff = (kx * dw) as isize - pl as isize;
+            let (a, b) = valid_range(0, ow, sw, xoff, w);
+            if a >= b {
+                continue;
+            }
+            let x0 = ((a * sw) as isize + xoff) as usize;
+            for py in 0..nph {
+                let pb = (py * kw + kx) * plane;
+                // Plane rows oy0 + i in lo..hi lie in the image.
+                let (lo, hi) = valid_range(oy0, oy0 + prow, sh, py as isize - pt as isize, h);
+                for oy in lo..hi {
+                    let iy = sh * oy + py - pt;
+                    let row = &xc[iy * w + x0..];
+                    let d = &mut tmp[pb + (oy - oy0) * ow + a..][..b - a];
+                    if sw == 1 {
+                        copy_run(d, &row[..d.len()]);
+                    } else if sw == 2 {
+                        copy_evens_run(d, &row[..2 * d.len() - 1]);
+                    } else {
+                        for (j, v) in d.iter_mut().enumerate() {
+                            *v = row[j * sw];
+                        }
+                    }
+                }
+            }
+        }
+        // Tap (ky, kx) of pixel p: plane ((ky dh) % sh, kx), row (ky dh) / sh + p / ow - oy0, column p % ow.
+        let tmp = &*tmp;
+        for ky in 0..kh {
+            let (py, roff) = ((ky * dh) % sh, (ky * dh) / sh);
+            for kx in 0..kw {
+                let src = &tmp[(py * kw + kx) * plane + roff * ow + skip..][..tl];
+                let row = (ci * khkw + ky * kw + kx) * NR;
+                // Lanes of panel j / NR: one row of NR at `row` in each
+                // `pstride` chunk (the last chunk still holds NR).
+                let mut panels = dst[row..].chunks_mut(pstride);
+                let mut runs = src.chunks_exact(NR);
+                // `runs` first: zip stops at its end before taking a panel.
+                for (s, d) in (&mut runs).zip(&mut panels) {
+                    let d: &mut [T; NR] = (&mut d[..NR]).try_into().unwrap();
+                    *d = s.try_into().unwrap();
+                }
+                let rest = runs.remainder();
+                if !rest.is_empty() {
+                    panels.next().unwrap()[..rest.len()].copy_from_slice(rest);
+                }
+            }
+        }
+    }
+}
+
+super::isa::dispatch!(
+    /// [`im2col_panels`] from tap planes: for each channel, plane `(py, kx)`
+    /// (row phase `py < sh`, tap column `kx`) holds row `i`, column `ox` =
+    /// padded input `(sh (oy0 + i) + py, ox sw + kx dw)`, `ow` columns per
+    /// row, so tap `(ky, kx)` of the tile's pixels is one contiguous run of
+    /// that plane (phase `(ky dh) % sh`, from row `(ky dh) / sh`), copied
+    /// into the panels 16 at a time whatever the row breaks.
+    fn im2col_panels_planes<T>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, tmp: &mut [T], dst: &mut [T]) => im2col_panels_planes_impl
+);
 
 /// Zeros `dst` outside `a..b` (all of it when `a == b`).
 #[inline(always)]
@@ -606,7 +764,66 @@ super::isa::dispatch!(
 
 #[cfg(test)]
 mod tests {
-    use super::valid_range;
+    use super::{NR, im2col_panels, im2col_tile, panels_tmp_len, valid_range};
+    use crate::geometry::{Conv2dSpec, Padding};
+
+    /// The strided panels (tap planes) hold exactly the row-major tile's
+    /// elements, for tiles that start and end mid-row, strides 2 and 3 in
+    /// either direction, dilation and asymmetric padding; every element the
+    /// tile defines is written over the NaN the buffers start with.
+    #[test]
+    fn strided_panels_match_the_row_major_tile() {
+        let s = Conv2dSpec::new;
+        let geoms = [
+            s(1, 5, 56, 56, 4, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+            s(1, 3, 17, 23, 4, 3, 3)
+                .stride(2, 2)
+                .padding(Padding::explicit(0, 2, 1, 0)),
+            s(1, 2, 20, 19, 4, 5, 3)
+                .stride(3, 2)
+                .dilation(2, 1)
+                .padding(Padding::explicit(3, 1, 0, 2)),
+            s(1, 4, 15, 30, 4, 2, 4)
+                .stride(1, 3)
+                .dilation(1, 2)
+                .padding(Padding::symmetric(2)),
+            s(1, 3, 31, 9, 4, 7, 1)
+                .stride(2, 1)
+                .padding(Padding::explicit(3, 3, 0, 0)),
+            s(1, 2, 12, 12, 4, 1, 1).stride(2, 2),
+        ];
+        for spec in geoms {
+            let g = spec.build().unwrap();
+            let (hw, khkw, ohw) = (g.h() * g.w(), g.kh() * g.kw(), g.oh() * g.ow());
+            let nch = g.c_in();
+            let x: Vec<f32> = (0..nch * hw).map(|i| (i as f32 * 0.37).sin() + 1.5).collect();
+            let rows = nch * khkw;
+            for (p0, p1) in [
+                (0, ohw),
+                (1, ohw.min(18)),
+                (ohw / 3, ohw / 3 + ohw / 2 + 5),
+                (ohw - 1, ohw),
+            ] {
+                let p1 = p1.min(ohw);
+                let tl = p1 - p0;
+                let mut want = vec![f32::NAN; rows * tl];
+                im2col_tile(&g, &x, nch, p0, p1, &mut want);
+                let mut tmp = vec![f32::NAN; panels_tmp_len(&g, tl)];
+                let mut got = vec![f32::NAN; tl.div_ceil(NR) * rows * NR];
+                im2col_panels(&g, &x, nch, p0, p1, &mut tmp, &mut got);
+                for r in 0..rows {
+                    for q in 0..tl {
+                        let v = got[q / NR * rows * NR + r * NR + q % NR];
+                        assert_eq!(
+                            v.to_bits(),
+                            want[r * tl + q].to_bits(),
+                            "{g:?} tile {p0}..{p1} row {r} column {q}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn valid_range_matches_brute_force() {
