@@ -396,7 +396,15 @@ pub(crate) unsafe fn weight_block_avx2(
     const MR: usize = super::sgemm::MR;
     let half = _mm256_set1_ps(0.5);
     let zero = _mm256_setzero_ps();
-    let mut u = [[zero; MR]; NE];
+    // Every element is written below (rows past `rows` as zeros), so the
+    // block needs no initialisation (which compiled to a 3 KiB memset per
+    // call).
+    let mut u = [[std::mem::MaybeUninit::<__m256>::uninit(); MR]; NE];
+    for r in rows..MR {
+        for ue in u.iter_mut() {
+            ue[r].write(zero);
+        }
+    }
     for r in 0..rows {
         let base = w.wrapping_add(r * rs);
         // Kernel l's taps 0..8 as row l of an 8 x 8 block, transposed into
@@ -432,13 +440,15 @@ pub(crate) unsafe fn weight_block_avx2(
         }
         for i in 0..4 {
             let (a, b, d) = (t[3 * i], t[3 * i + 1], t[3 * i + 2]);
-            u[4 * i][r] = a;
-            u[4 * i + 1][r] = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half);
-            u[4 * i + 2][r] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half);
-            u[4 * i + 3][r] = d;
+            u[4 * i][r].write(a);
+            u[4 * i + 1][r].write(_mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half));
+            u[4 * i + 2][r].write(_mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half));
+            u[4 * i + 3][r].write(d);
         }
     }
     for (ue, &dst) in u.iter().zip(planes) {
+        // SAFETY: every element of `u` was written above.
+        let ue: [__m256; MR] = std::array::from_fn(|r| unsafe { ue[r].assume_init() });
         let cols = transpose8([ue[0], ue[1], ue[2], ue[3], ue[4], ue[5], zero, zero]);
         for (l, col) in cols.iter().enumerate() {
             // SAFETY: row l of the block, elements l*MR .. l*MR + 8 (the
