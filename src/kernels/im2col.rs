@@ -13,6 +13,7 @@
 //! computed up front, so the inner loops are plain copies / adds.
 
 use super::sgemm::{NR, repack_rows};
+use super::winograd_simd::even_elements;
 use crate::element::Element;
 use crate::geometry::Conv2dGeometry;
 
@@ -260,34 +261,6 @@ pub(crate) fn panels_tmp_len(geom: &Conv2dGeometry, tl: usize) -> usize {
     sh.min(span + 1) * geom.kw() * rows * ow
 }
 
-/// `dst[j] = src[2 j]` (`src.len() == 2 * dst.len() - 1`): fixed blocks
-/// of 8, which the compiler turns into loads and shuffles, the last block
-/// overlapping the one before where the length is not a multiple of 8.
-#[inline(always)]
-fn copy_evens_run<T: Copy>(dst: &mut [T], src: &[T]) {
-    let n = dst.len();
-    debug_assert_eq!(src.len() + 1, 2 * n);
-    let block = |dst: &mut [T], at: usize| {
-        let d: &mut [T; 8] = (&mut dst[at..at + 8]).try_into().unwrap();
-        let s: &[T; 15] = src[2 * at..2 * at + 15].try_into().unwrap();
-        for (j, v) in d.iter_mut().enumerate() {
-            *v = s[2 * j];
-        }
-    };
-    if n < 8 {
-        for (j, v) in dst.iter_mut().enumerate() {
-            *v = src[2 * j];
-        }
-        return;
-    }
-    let mut at = 0;
-    while at + 8 < n {
-        block(dst, at);
-        at += 8;
-    }
-    block(dst, n - 8);
-}
-
 /// The body of [`im2col_panels_planes`].
 #[inline(always)]
 fn im2col_panels_planes_impl<T: Element>(
@@ -329,12 +302,14 @@ fn im2col_panels_planes_impl<T: Element>(
                 let (lo, hi) = valid_range(oy0, oy0 + prow, sh, py as isize - pt as isize, h);
                 for oy in lo..hi {
                     let iy = sh * oy + py - pt;
+                    // The rest of the channel plane: `even_elements` may
+                    // read past the row, copying only its own elements.
                     let row = &xc[iy * w + x0..];
                     let d = &mut tmp[pb + (oy - oy0) * ow + a..][..b - a];
                     if sw == 1 {
                         copy_run(d, &row[..d.len()]);
                     } else if sw == 2 {
-                        copy_evens_run(d, &row[..2 * d.len() - 1]);
+                        even_elements(d, row);
                     } else {
                         for (j, v) in d.iter_mut().enumerate() {
                             *v = row[j * sw];

@@ -35,6 +35,7 @@ use super::parallel::{
     SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks,
 };
 use super::sgemm::{self, MR, NR};
+use super::winograd_simd::even_elements;
 use crate::geometry::Conv2dGeometry;
 
 /// Fewest output channels per group: the `dYt` panels are 16 channels wide,
@@ -175,28 +176,14 @@ impl Slabs {
         if let Some(b) = &self.rows {
             return fill_slab(geom, planes, nch, oy0, oy1, b, slab);
         }
-        // SAFETY: this path runs only where the packed kernels do (AVX2 and
-        // FMA, `eligible`).
-        unsafe { fill_phases(self, geom, planes, nch, oy0, oy1, slab) };
+        fill_phases(self, geom, planes, nch, oy0, oy1, slab);
     }
 }
 
 /// The phase planes of [`Slabs::fill`]: plane `(py, px)` of channel `ci`,
 /// slab row `sr`, column `j` holds padded input `(2 (oy0 + sr) + py,
 /// 2 j + px)`.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2"))]
-unsafe fn fill_phases(
-    s: &Slabs,
-    geom: &Conv2dGeometry,
-    planes: &[f32],
-    nch: usize,
-    oy0: usize,
-    oy1: usize,
-    slab: &mut [f32],
-) {
+fn fill_phases(s: &Slabs, geom: &Conv2dGeometry, planes: &[f32], nch: usize, oy0: usize, oy1: usize, slab: &mut [f32]) {
     let (h, w) = (geom.h(), geom.w());
     let (pt, _, pl, _) = geom.padding();
     let used = oy1 - oy0 + (geom.kh() - 1) / 2;
@@ -226,54 +213,14 @@ unsafe fn fill_phases(
                     if j0 == j1 {
                         continue;
                     }
-                    let row = &planes[ci * h * w + iy as usize * w..][..w];
+                    // From the row's first element read on: `even_elements`
+                    // may read past the row, copying only its own elements.
                     let x0 = 2 * j0 + px - pl;
-                    // SAFETY: AVX2 (this function's contract).
-                    unsafe { gather_evens(dst, &row[x0..x0 + 2 * (j1 - j0) - 1]) };
+                    even_elements(dst, &planes[ci * h * w + iy as usize * w + x0..]);
                 }
             }
         }
     }
-}
-
-/// `dst[j] = src[2 j]` (`src.len() == 2 * dst.len() - 1`): blocks of 8
-/// from two 8-wide loads of 16 elements (block `b` reads `src[16 b ..
-/// 16 b + 16]`, inside `src` for `16 b + 16 <= src.len()`) and two
-/// shuffles, then the tail one element at a time.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gather_evens(dst: &mut [f32], src: &[f32]) {
-    use std::arch::x86_64::*;
-    debug_assert_eq!(src.len() + 1, 2 * dst.len());
-    let full = src.len() / 16;
-    for b in 0..full {
-        let s = &src[16 * b..16 * b + 16];
-        // SAFETY: `s` holds 16 elements, the block of `dst` 8 (8 b + 8 <= n
-        // since 16 b + 16 <= 2 n - 1).
-        unsafe {
-            let (lo, hi) = (_mm256_loadu_ps(s.as_ptr()), _mm256_loadu_ps(s.as_ptr().add(8)));
-            // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the 64-bit pairs
-            // reordered to [lo0 lo2 lo4 lo6 | hi0 hi2 hi4 hi6].
-            let evens = _mm256_shuffle_ps::<0x88>(lo, hi);
-            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(evens)));
-            _mm256_storeu_ps(dst[8 * b..8 * b + 8].as_mut_ptr(), v);
-        }
-    }
-    for j in 8 * full..dst.len() {
-        dst[j] = src[2 * j];
-    }
-}
-
-/// Unreachable off x86-64 (the implicit paths need AVX2).
-///
-/// # Safety
-/// Never callable.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn gather_evens(_: &mut [f32], _: &[f32]) {
-    unreachable!("the implicit weight gradient runs only on x86-64");
 }
 
 /// How one implicit weight-gradient call is cut into tasks.
@@ -444,27 +391,7 @@ pub(crate) fn weight_grad(
 
 #[cfg(test)]
 mod tests {
-    use super::{eligible, gather_evens};
-
-    #[test]
-    fn gather_evens_matches_plain_loop() {
-        if !crate::kernels::packed_path::<f32>() {
-            return;
-        }
-        for n in 1..50 {
-            let src: Vec<f32> = (0..2 * n - 1).map(|i| i as f32).collect();
-            let mut dst = vec![f32::NAN; n + 3];
-            // SAFETY: AVX2 runs (the packed path is available).
-            unsafe { gather_evens(&mut dst[..n], &src) };
-            for (j, &v) in dst.iter().enumerate() {
-                if j < n {
-                    assert_eq!(v, (2 * j) as f32, "n {n}, element {j}");
-                } else {
-                    assert!(v.is_nan(), "n {n}: wrote element {j}");
-                }
-            }
-        }
-    }
+    use super::eligible;
 
     use crate::geometry::{Conv2dSpec, Padding};
 

@@ -503,9 +503,13 @@ pub(crate) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// `dst[j] = src[2 j]` for every `j < dst.len()` (a dilation-2 row's phase),
-/// eight at a time with AVX2 for f32 while `src` holds the 16 elements a
-/// group loads, then one by one.
+/// `dst[j] = src[2 j]` for every `j < dst.len()`: a dilation-2 row's phase
+/// (the dilated Winograd), a stride-2 phase plane (the implicit weight
+/// gradient) or tap plane (the strided forward's panels). Eight at a time
+/// with AVX2 for f32 while `src` holds the 16 elements a group loads; the
+/// rest as one more group overlapping the last where `src` reaches that far
+/// (`src` may run past `2 (n - 1)`; only its even elements below `2 n` are
+/// copied), else one by one.
 #[inline(always)]
 pub(crate) fn even_elements<T: Element>(dst: &mut [T], src: &[T]) {
     let n = dst.len();
@@ -519,6 +523,11 @@ pub(crate) fn even_elements<T: Element>(dst: &mut [T], src: &[T]) {
             // dst[j .. j + 8] are in bounds (the loop condition).
             unsafe { even8(s.as_ptr().add(2 * j), d.as_mut_ptr().add(j)) };
             j += 8;
+        }
+        if j < n && n >= 8 && 2 * (n - 8) + 16 <= s.len() {
+            // SAFETY: as above, for the group at n - 8 (the condition).
+            unsafe { even8(s.as_ptr().add(2 * (n - 8)), d.as_mut_ptr().add(n - 8)) };
+            j = n;
         }
     }
     for j in j..n {
@@ -617,5 +626,31 @@ unsafe fn output_grad_tiles_avx2(p: [&[f32]; 2], dm: &mut [[f32; SEG]; NE], i0: 
             return;
         }
         i = (i + 8).min(n - 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::even_elements;
+
+    /// Every even element lands, nothing past `dst` is written, with `src`
+    /// one short of the last group's 16 (the one-by-one tail) or longer (the
+    /// overlapping group), on whichever instruction set runs.
+    #[test]
+    fn even_elements_matches_plain_loop() {
+        for n in 1..50 {
+            for extra in [0, 1, 7] {
+                let src: Vec<f32> = (0..2 * n - 1 + extra).map(|i| i as f32).collect();
+                let mut dst = vec![f32::NAN; n + 3];
+                even_elements(&mut dst[..n], &src);
+                for (j, &v) in dst.iter().enumerate() {
+                    if j < n {
+                        assert_eq!(v, (2 * j) as f32, "n {n}, extra {extra}, element {j}");
+                    } else {
+                        assert!(v.is_nan(), "n {n}: wrote element {j}");
+                    }
+                }
+            }
+        }
     }
 }
