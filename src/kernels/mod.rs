@@ -10,6 +10,7 @@ pub(crate) mod input_grad;
 pub(crate) mod isa;
 pub(crate) mod parallel;
 pub(crate) mod sgemm;
+pub(crate) mod simd;
 pub(crate) mod small_cin;
 pub(crate) mod weight_grad;
 pub(crate) mod winograd;

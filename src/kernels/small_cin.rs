@@ -1,4 +1,5 @@
-//! Direct forward for layers with few input channels (f32, AVX2 + FMA):
+//! Direct forward for layers with few input channels (f32, AVX2 + FMA, or
+//! 16-lane vectors where AVX-512F runs, [`super::simd`]):
 //! LeNet's first layer (1 channel, 5x5) and the ResNet stem (3 channels,
 //! 7x7, stride 2).
 //!
@@ -7,7 +8,8 @@
 //! only 25 steps, and im2col writes a column matrix `K / c_out` times the size
 //! of the output. Here each output element is computed straight from a
 //! zero-padded copy of the input rows, with the block of `CB = 6` output
-//! channels x `8 * NV = 16` pixels of one output row held in registers.
+//! channels x `NV` vectors of pixels of one output row held in registers (16
+//! pixels on AVX2, 32 on AVX-512F).
 //!
 //! For image `n` and a band of output rows `oy0..oy1`, the band's padded input
 //! rows are copied into a slab, each row split into its `sw` column phases
@@ -15,7 +17,7 @@
 //! element `j` holds padded column `j * sw + ph` (zero outside the image).
 //! Output pixel `(oy, ox)`, tap `(ci, ky, kx)` then reads slab element
 //! `ci * chan_stride + ((oy - oy0) * sh + ky) * row_stride + (kx % sw) * wq +
-//! kx / sw + ox`, so eight consecutive `ox` read eight consecutive elements
+//! kx / sw + ox`, so a vector of consecutive `ox` reads consecutive elements
 //! whatever the stride. The offset splits into a row part
 //! `rows[ci * kh + ky] = ci * chan_stride + ky * row_stride` and a column part
 //! `cols[kx] = (kx % sw) * wq + kx / sw`: with `k = (ci * kh + ky) * kw + kx`,
@@ -31,6 +33,9 @@
 //! results do not depend on the thread count.
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
+#[cfg(target_arch = "x86_64")]
+use super::simd::F32x;
+use super::winograd_simd::even_elements;
 use crate::geometry::Conv2dGeometry;
 
 #[cfg(target_arch = "x86_64")]
@@ -46,7 +51,7 @@ pub(crate) const SMALL_CIN_MAX: usize = 4;
 /// block of at most 3 (LeNet conv1's last 2 of 20) runs a 3-channel block.
 const CB: usize = 6;
 
-/// Pixel vectors (eight each) per register block: `CB x NV = 12`
+/// Pixel vectors (8 lanes on AVX2, 16 on AVX-512F) per register block: `CB x NV = 12`
 /// accumulators, `NV` input vectors and one broadcast weight take 15 of the
 /// 16 AVX2 registers, and 12 independent chains cover the FMA's latency
 /// (4 cycles, 2 per cycle) with room to spare. The first kernel held
@@ -55,6 +60,15 @@ const CB: usize = 6;
 /// alternating). 4 x 3 did not fit: LLVM kept accumulators on the stack.
 /// Two vectors make the stem's 112-pixel rows seven whole blocks.
 const NV: usize = 2;
+
+/// Pixel vectors per register block on AVX-512F: its 32 registers hold
+/// `CB x 4 = 24` accumulators, the 4 input vectors and the broadcast
+/// weight, so each tap's 10 loads feed 24 fused multiply-adds instead of 12.
+const NV_AVX512: usize = 4;
+
+/// The widest vector's lanes (AVX-512F): slab rows are rounded up to it, so
+/// that every vector a row's last block loads lies in the slab.
+const LANES_MAX: usize = 64;
 
 /// Target bytes of one band's slab: the padded, phase-split input rows a
 /// task reads (the stem's 37 rows of 3 channels at 16 output rows are
@@ -77,7 +91,7 @@ pub(crate) struct Plan {
     band: usize,
     nbands: usize,
     ntasks: usize,
-    /// Elements of one slab row phase (output columns rounded up to 8, plus
+    /// Elements of one slab row phase (output columns rounded up to 16, plus
     /// the kernel's reach).
     wq: usize,
     row_stride: usize,
@@ -94,7 +108,7 @@ fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
     let (sh, sw) = geom.stride();
     let (kh, kw) = (geom.kh(), geom.kw());
     let (oh, ow) = (geom.oh(), geom.ow());
-    let wq = ow.div_ceil(8) * 8 + (kw - 1) / sw;
+    let wq = ow.div_ceil(LANES_MAX) * LANES_MAX + (kw - 1) / sw;
     let row_stride = sw * wq;
     let row_bytes = geom.c_in() * row_stride * std::mem::size_of::<f32>() * sh;
     let fit = (SLAB_BYTES / row_bytes.max(1)).max(1);
@@ -115,7 +129,7 @@ fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
         slab_rows,
         slab_len,
         parts: parts_for(ntasks),
-        scratch_len: slab_len + 8,
+        scratch_len: slab_len + LANES_MAX,
         packed_len: geom.c_out().div_ceil(CB) * CB * geom.k_len() + 8,
         index_len: geom.c_in() * kh + kw,
     }
@@ -204,6 +218,10 @@ pub(crate) fn forward(
                         let (d, src) = (&mut d[j0..j1], &row[first..first + (j1 - j0 - 1) * sw + 1]);
                         if sw == 1 {
                             d.copy_from_slice(src);
+                        } else if sw == 2 {
+                            // The rest of the row: the gather's last group
+                            // may read past `src`.
+                            even_elements(d, &row[first..]);
                         } else {
                             for (j, v) in d.iter_mut().enumerate() {
                                 *v = src[j * sw];
@@ -248,7 +266,7 @@ pub(crate) fn forward(
 }
 
 /// One register block: `nc <= CB` output channels (`w.len() / k` wide),
-/// `width <= 8 * NV`
+/// `width <= NV` vectors
 /// pixels of one output row (or a whole row, for [`Block::row`]).
 #[derive(Clone, Copy)]
 struct Block<'a> {
@@ -270,25 +288,68 @@ struct Block<'a> {
 
 impl Block<'_> {
     /// Computes one output row (`width` pixels) into `y` in register blocks
-    /// of `8 * NV` pixels (the last one narrower), in one call so that the
-    /// blocks' loops follow each other without a call between them.
+    /// of `NV` vectors (the last one narrower), 16-lane vectors on AVX-512F
+    /// and 8-lane ones on AVX2 (the same chain of fused multiply-adds per
+    /// element, so the same bits), in one call so that the blocks' loops
+    /// follow each other without a call between them.
     ///
     /// # Safety
     /// As [`Block::run`] for the whole row: `x` holds `max_off + width`
-    /// rounded up to 8 elements, `y + c * ohw + 0..width` is writable.
+    /// rounded up to 16 elements, `y + c * ohw + 0..width` is writable.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
     unsafe fn row(&self, y: *mut f32, ohw: usize) {
         let reach = |o: &[u32]| o.iter().max().map_or(0, |&v| v as usize);
         assert!(reach(self.rows) + reach(self.cols) <= self.max_off);
         // SAFETY: this function's contract; `max_off` bounds every tap
-        // offset (asserted above), as `run` requires.
+        // offset (asserted above), as `run` requires; `eligible` chose this
+        // path only on a machine with AVX2 and FMA, and `isa()` reports
+        // AVX-512F only where the CPU has it.
+        unsafe {
+            if super::isa::isa() == super::isa::Isa::Avx512 {
+                self.row_avx512(y, ohw)
+            } else {
+                self.row_avx2(y, ohw)
+            }
+        }
+    }
+
+    /// [`Block::row`] on 16-lane vectors.
+    ///
+    /// # Safety
+    /// As [`Block::row`], on a CPU with AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn row_avx512(&self, y: *mut f32, ohw: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { self.row_width::<__m512, NV_AVX512>(y, ohw) }
+    }
+
+    /// [`Block::row`] on 8-lane vectors.
+    ///
+    /// # Safety
+    /// As [`Block::row`], on a CPU with AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_avx2(&self, y: *mut f32, ohw: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { self.row_width::<__m256, NV>(y, ohw) }
+    }
+
+    /// [`Block::row`] on vectors `S`, with the suite's kernel widths as
+    /// compile-time constants.
+    ///
+    /// # Safety
+    /// As [`Block::row`], with `S`'s instruction set available.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn row_width<S: F32x, const NVM: usize>(&self, y: *mut f32, ohw: usize) {
+        // SAFETY: the caller's contract.
         unsafe {
             match self.cols.len() {
-                7 => self.row_kw::<7>(y, ohw),
-                5 => self.row_kw::<5>(y, ohw),
-                3 => self.row_kw::<3>(y, ohw),
-                _ => self.row_kw::<0>(y, ohw),
+                7 => self.row_kw::<S, NVM, 7>(y, ohw),
+                5 => self.row_kw::<S, NVM, 5>(y, ohw),
+                3 => self.row_kw::<S, NVM, 3>(y, ohw),
+                _ => self.row_kw::<S, NVM, 0>(y, ohw),
             }
         }
     }
@@ -297,30 +358,34 @@ impl Block<'_> {
     /// from `cols`).
     ///
     /// # Safety
-    /// As [`Block::row`]; `KW` is 0 or `cols.len()`.
+    /// As [`Block::row`]; `KW` is 0 or `cols.len()`; `S`'s instruction set
+    /// available.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn row_kw<const KW: usize>(&self, y: *mut f32, ohw: usize) {
+    #[inline(always)]
+    unsafe fn row_kw<S: F32x, const NVM: usize, const KW: usize>(&self, y: *mut f32, ohw: usize) {
         let mut ox = 0;
         while ox < self.width {
-            let nv = (self.width - ox).div_ceil(8).min(NV);
+            let nv = (self.width - ox).div_ceil(S::LANES).min(NVM);
             let b = Block {
                 x: &self.x[ox..],
-                width: (self.width - ox).min(8 * nv),
+                width: (self.width - ox).min(S::LANES * nv),
                 ..*self
             };
             // SAFETY: the block's pixels ox.. of the row (this function's
             // contract); `run` checks its reads against `x`.
             unsafe {
                 match (nv, self.nc <= 3) {
-                    (2, false) => b.run::<2, KW, CB>(y.add(ox), ohw),
-                    (_, false) => b.run::<1, KW, CB>(y.add(ox), ohw),
-                    (2, true) => b.run::<2, KW, 3>(y.add(ox), ohw),
-                    (_, true) => b.run::<1, KW, 3>(y.add(ox), ohw),
+                    (4, false) => b.run::<S, 4, KW, CB>(y.add(ox), ohw),
+                    (3, false) => b.run::<S, 3, KW, CB>(y.add(ox), ohw),
+                    (2, false) => b.run::<S, 2, KW, CB>(y.add(ox), ohw),
+                    (_, false) => b.run::<S, 1, KW, CB>(y.add(ox), ohw),
+                    (4, true) => b.run::<S, 4, KW, 3>(y.add(ox), ohw),
+                    (3, true) => b.run::<S, 3, KW, 3>(y.add(ox), ohw),
+                    (2, true) => b.run::<S, 2, KW, 3>(y.add(ox), ohw),
+                    (_, true) => b.run::<S, 1, KW, 3>(y.add(ox), ohw),
                 }
             }
-            ox += 8 * nv;
+            ox += S::LANES * nv;
         }
     }
 
@@ -330,39 +395,38 @@ impl Block<'_> {
     }
 
     /// Computes the block into `y` (channel `c`'s pixels at `y + c * ohw`),
-    /// with `KW` taps per row (0: `cols.len()`) and `C` channels per
-    /// weight step (`CB`, or 3 for a block of at most 3).
+    /// with `V` vectors `S` per channel, `KW` taps per row (0:
+    /// `cols.len()`) and `C` channels per weight step (`CB`, or 3 for a
+    /// block of at most 3).
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `max_off` must bound every tap
-    /// offset `rows[r] + cols[kx]` ([`Block::row`] checks it; `x` is checked to hold `max_off + 8 * V`
-    /// elements); `y + c * ohw + 0..width` must be writable for `c < nc`,
-    /// and no other thread touch them.
+    /// `S`'s instruction set must be available; `max_off` must bound every
+    /// tap offset `rows[r] + cols[kx]` ([`Block::row`] checks it; `x` is
+    /// checked to hold `max_off + V * LANES` elements); `y + c * ohw +
+    /// 0..width` must be writable for `c < nc`, and no other thread touch
+    /// them.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn run<const V: usize, const KW: usize, const C: usize>(&self, y: *mut f32, ohw: usize) {
+    #[inline(always)]
+    unsafe fn run<S: F32x, const V: usize, const KW: usize, const C: usize>(&self, y: *mut f32, ohw: usize) {
         let kw = if KW == 0 { self.cols.len() } else { KW };
         assert!(kw == self.cols.len() && self.w.len() >= self.rows.len() * kw * C);
-        assert!(V <= NV && self.width <= 8 * V && self.nc <= C && C <= CB);
-        assert!(self.max_off + 8 * V <= self.x.len());
-        let mut acc = [[_mm256_setzero_ps(); V]; C];
-        for (c, row) in acc.iter_mut().enumerate() {
-            *row = [_mm256_set1_ps(self.init[c]); V];
-        }
+        assert!(V <= NV_AVX512 && self.width <= S::LANES * V && self.nc <= C && C <= CB);
+        assert!(self.max_off + S::LANES * V <= self.x.len());
+        // SAFETY: the instruction set (this function's contract).
+        let mut acc: [[S; V]; C] = std::array::from_fn(|c| [unsafe { S::splat(self.init[c]) }; V]);
         let (x, mut w) = (self.x.as_ptr(), self.w.as_ptr());
         for &r in self.rows {
             for kx in 0..kw {
-                // SAFETY: rows[..] + cols[kx] <= max_off, so x[that .. + 8V]
-                // lies in x, and w advances C per tap over rows.len() * kw
-                // taps (asserted above).
+                // SAFETY: rows[..] + cols[kx] <= max_off, so x[that .. +
+                // V * LANES] lies in x, and w advances C per tap over
+                // rows.len() * kw taps (asserted above).
                 unsafe {
                     let xs = x.add(r as usize + *self.cols.get_unchecked(kx) as usize);
-                    let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.add(8 * v)));
+                    let xv: [S; V] = std::array::from_fn(|v| S::load(xs.add(S::LANES * v)));
                     for (c, row) in acc.iter_mut().enumerate() {
-                        let wv = _mm256_broadcast_ss(&*w.add(c));
+                        let wv = S::splat(*w.add(c));
                         for (a, &xv) in row.iter_mut().zip(&xv) {
-                            *a = _mm256_fmadd_ps(wv, xv, *a);
+                            *a = wv.mul_add(xv, *a);
                         }
                     }
                     w = w.add(C);
@@ -371,28 +435,14 @@ impl Block<'_> {
         }
         for (c, row) in acc.iter().enumerate().take(self.nc) {
             for (v, a) in row.iter().enumerate() {
-                let (p0, p1) = (8 * v, (8 * v + 8).min(self.width));
+                let (p0, p1) = (S::LANES * v, (S::LANES * (v + 1)).min(self.width));
                 if p0 >= p1 {
                     break;
                 }
                 // SAFETY: pixels p0..p1 < width of channel row c < nc
                 // (this function's contract).
-                unsafe {
-                    let dst = y.add(c * ohw + p0);
-                    if p1 - p0 == 8 {
-                        _mm256_storeu_ps(dst, *a);
-                    } else {
-                        let mut t = [0.0f32; 8];
-                        _mm256_storeu_ps(t.as_mut_ptr(), *a);
-                        std::ptr::copy_nonoverlapping(t.as_ptr(), dst, p1 - p0);
-                    }
-                }
+                unsafe { a.store_first(y.add(c * ohw + p0), p1 - p0) };
             }
         }
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run<const V: usize, const KW: usize, const C: usize>(&self, _y: *mut f32, _ohw: usize) {
-        unreachable!("the direct small-channel forward runs only where AVX2 and FMA do");
     }
 }
