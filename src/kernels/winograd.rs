@@ -200,6 +200,17 @@ pub(crate) const AUTO_MIN_TILES_F4: usize = 64;
 /// outputs either way).
 pub(crate) const AUTO_MAX_WASTE_F4: usize = 9;
 
+/// [`AUTO_MAX_WASTE_F4`] for the forward pass and input gradient where the
+/// AVX-512F micro-kernels run: there F(4x4, 3x3) wins resnet_3x3_14's 1.31x
+/// anyway. On a Xeon with two 512-bit FMA units (1 thread, medians of 5
+/// alternating per-run bests, GFLOP/s, F(2x2) / F(4x4)): forward 179.0 /
+/// 201.4, input gradient 168.6 / 183.3; 2 threads 310.8 / 338.7 and 291.6 /
+/// 324.2. Its weight gradient stays on F(2x2, 3x3) there: 189.4 / 146.1
+/// (2 threads 353.2 / 290.3). So `Auto` may pick a different tile for the
+/// same layer on AVX2 and on AVX-512F, and their results then differ in the
+/// last bits.
+pub(crate) const AUTO_MAX_WASTE_F4_AVX512: usize = 11;
+
 /// Fewest input and output channels for which `Auto` runs the weight
 /// gradient of an undilated layer by Winograd. Since the chunk transforms
 /// are stored through 8 x 8 transposes ([`store_channels`]), GEMM paths
@@ -250,15 +261,26 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
 pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     match geom.algorithm() {
         Algorithm::Winograd4x4 => chosen::<T>(geom, 0, 0).then_some(Tile::F4),
-        Algorithm::Auto if auto_f4::<T>(geom) => Some(Tile::F4),
+        Algorithm::Auto if auto_f4::<T>(geom, max_waste_forward()) => Some(Tile::F4),
         _ => chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2),
     }
 }
 
-/// Whether `Auto` runs `geom` by F(4x4, 3x3) (forward pass, input gradient
-/// and weight gradient alike): [`AUTO_MIN_CHANNELS_F4`],
-/// [`AUTO_MIN_TILES_F4`], [`AUTO_MAX_WASTE_F4`].
-fn auto_f4<T>(geom: &Conv2dGeometry) -> bool {
+/// The waste limit (eighths) of the forward pass and input gradient:
+/// [`AUTO_MAX_WASTE_F4_AVX512`] where the AVX-512F micro-kernels run, else
+/// [`AUTO_MAX_WASTE_F4`].
+fn max_waste_forward() -> usize {
+    if super::isa::isa() == super::isa::Isa::Avx512 {
+        AUTO_MAX_WASTE_F4_AVX512
+    } else {
+        AUTO_MAX_WASTE_F4
+    }
+}
+
+/// Whether `Auto` runs `geom` by F(4x4, 3x3): [`AUTO_MIN_CHANNELS_F4`],
+/// [`AUTO_MIN_TILES_F4`], and F(4x4)'s tiles covering at most `max_waste`
+/// eighths of the outputs F(2x2)'s cover.
+fn auto_f4<T>(geom: &Conv2dGeometry, max_waste: usize) -> bool {
     if geom.algorithm() != Algorithm::Auto || !chosen::<T>(geom, AUTO_MIN_CHANNELS_F4, 0) {
         return false;
     }
@@ -266,7 +288,7 @@ fn auto_f4<T>(geom: &Conv2dGeometry) -> bool {
     let (ph, pw) = (geom.oh().div_ceil(dh), geom.ow().div_ceil(dw));
     let cover = |m: usize| ph.div_ceil(m) * m * pw.div_ceil(m) * m;
     let tiles4 = geom.n() * dh * dw * ph.div_ceil(4) * pw.div_ceil(4);
-    tiles4 >= AUTO_MIN_TILES_F4 && 8 * cover(4) <= AUTO_MAX_WASTE_F4 * cover(2)
+    tiles4 >= AUTO_MIN_TILES_F4 && 8 * cover(4) <= max_waste * cover(2)
 }
 
 /// The tile the weight gradient of `geom` runs Winograd with for element
@@ -275,7 +297,7 @@ pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     if geom.algorithm() == Algorithm::Winograd4x4 {
         return chosen::<T>(geom, 0, 0).then_some(Tile::F4);
     }
-    if auto_f4::<T>(geom) {
+    if auto_f4::<T>(geom, AUTO_MAX_WASTE_F4) {
         return Some(Tile::F4);
     }
     let min_c = if geom.dilation() == (1, 1) {
