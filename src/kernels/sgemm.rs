@@ -552,8 +552,7 @@ impl Steps for Taps {
 pub(crate) enum Init {
     /// Zero.
     Zero,
-    /// Zero, with the block's lines of `C` prefetched ([`Start::ZeroCold`];
-    /// the AVX-512 kernels treat it as [`Init::Zero`]).
+    /// Zero, with the block's lines of `C` prefetched ([`Start::ZeroCold`]).
     ZeroCold,
     /// The old `C` (accumulate).
     Load,
@@ -638,6 +637,23 @@ pub(crate) unsafe fn micro<A: Steps>(
     }
 }
 
+/// Asks for the lines of the `mr x nr` block of `C` at `c` (row stride
+/// `rsc`) before a [`Init::ZeroCold`] block's multiply-adds, so that its
+/// stores find them: every 16th element of each row and its last (a block
+/// row spans at most 32 elements, three lines).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_block(c: *mut f32, rsc: usize, mr: usize, nr: usize) {
+    for r in 0..mr {
+        let row = c.wrapping_add(r * rsc);
+        for j in (0..nr).step_by(NR).chain(std::iter::once(nr.saturating_sub(1))) {
+            // SAFETY: a prefetch never faults; the address (element j of
+            // row r of the block) is computed without being dereferenced.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(j).cast()) };
+        }
+    }
+}
+
 /// One `mr x nr` (at most 6 x 16) block of `C` on AVX2: [`kernel_6xv`]
 /// with two vectors per row, or one where `nr <= 8` (a panel's last
 /// columns: infer_b1's 49th tile, lenet_c2's 49th and 50th output channels)
@@ -698,16 +714,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
     let mut edge = [[0.0f32; NR]; MR];
     match init {
         Init::Zero => {}
-        Init::ZeroCold => {
-            for r in 0..mr {
-                // SAFETY: a prefetch never faults; the first and last
-                // element of row r of the block lie in C.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * rsc).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * rsc + nr.saturating_sub(1)).cast());
-                }
-            }
-        }
+        Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
         Init::ColBias(bias) => {
             // SAFETY: the caller provides NR >= 8 V bias values.
             let v: [__m256; V] = std::array::from_fn(|h| unsafe { _mm256_loadu_ps(bias.add(8 * h)) });
@@ -792,7 +799,8 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let mut edge = [[0.0f32; 2 * NR]; MR];
     match init {
-        Init::Zero | Init::ZeroCold => {}
+        Init::Zero => {}
+        Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
         Init::ColBias(bias) => {
             // SAFETY: the caller provides nr rounded up to 16 bias values;
             // the second half is read only when nr > 16.
@@ -885,7 +893,8 @@ unsafe fn kernel_6x16_avx512<A: Steps>(
     let mask: __mmask16 = if nr >= NR { !0 } else { (1u16 << nr) - 1 };
     let mut acc = [_mm512_setzero_ps(); MR];
     match init {
-        Init::Zero | Init::ZeroCold => {}
+        Init::Zero => {}
+        Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
         Init::ColBias(bias) => {
             // SAFETY: the caller provides nr rounded up to 16 bias values.
             acc = [unsafe { _mm512_loadu_ps(bias) }; MR];
