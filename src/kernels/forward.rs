@@ -79,7 +79,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
         };
         (
             sgemm::packed_b_len(rows, tiles.max_len()) + NR + tmp,
-            geom.groups() * sgemm::packed_a_len(geom.cog(), geom.k_len()) + NR,
+            geom.groups() * (sgemm::packed_a_len(geom.cog(), geom.k_len()) + geom.cog().next_multiple_of(MR)) + NR,
         )
     } else if geom.is_pointwise() {
         (0, 0)
@@ -244,9 +244,20 @@ fn forward_packed(
     // W_g (cog x K, row stride K) packed in MR-row panels, one region per group.
     let a_len = sgemm::packed_a_len(cog, k);
     let off = sgemm::align_offset(packed);
-    let packed = &mut packed[off..off + groups * a_len];
+    let (packed, biases) = packed[off..].split_at_mut(groups * a_len);
     sgemm::pack_a_groups(w, groups, cog, k, packed);
     let packed = &*packed;
+    // Each group's bias, zero-padded to whole MR-row panels: the kernels'
+    // accumulators start from it (`Start::RowBias`).
+    let bias_len = cog.next_multiple_of(MR);
+    let biases = &mut biases[..groups * bias_len];
+    if let Some(b) = bias {
+        for (g, bg) in biases.chunks_exact_mut(bias_len).enumerate() {
+            bg[..cog].copy_from_slice(&b[g * cog..(g + 1) * cog]);
+            bg[cog..].fill(0.0);
+        }
+    }
+    let biases = &*biases;
     let out = SharedMut(y.as_mut_ptr());
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let t = task % p.tiles.ntiles;
@@ -265,13 +276,6 @@ fn forward_packed(
         // at c_off + co*ohw and spans tl <= ohw - p0 elements.
         let c = unsafe { out.get().add(c_off) };
         let mut accumulate = false;
-        if let Some(b) = bias {
-            for co in 0..cog {
-                // SAFETY: row co of this task's output block, as argued above.
-                unsafe { std::slice::from_raw_parts_mut(c.add(co * ohw), tl) }.fill(b[g * cog + co]);
-            }
-            accumulate = true;
-        }
         for blk in 0..p.blocks.nblocks {
             let (c0, c1) = p.blocks.range(blk);
             let rows = if pointwise { c1 - c0 } else { (c1 - c0) * khkw };
@@ -285,7 +289,8 @@ fn forward_packed(
             // SAFETY: the packed kernel is available (the plan chose it); A is
             // W_g's panels from column k0 (panel stride MR*K, each holding
             // steps k0..k0+rows); B holds ceil(tl/NR) panels of `rows` steps;
-            // C is this task's cog x tl block of `y` (above), aliasing neither.
+            // C is this task's cog x tl block of `y` (above), aliasing neither;
+            // the group's padded bias holds cog rounded up to MR values.
             unsafe {
                 sgemm::gemm(
                     cog,
@@ -297,11 +302,12 @@ fn forward_packed(
                     NR * rows,
                     c,
                     ohw,
-                    // The first block writes the output, which is cold.
-                    if accumulate {
-                        sgemm::Start::Accumulate
-                    } else {
-                        sgemm::Start::ZeroCold
+                    // The first block writes the output, which is cold,
+                    // from the bias.
+                    match (accumulate, bias) {
+                        (true, _) => sgemm::Start::Accumulate,
+                        (false, Some(_)) => sgemm::Start::RowBias(biases[g * bias_len..].as_ptr()),
+                        (false, None) => sgemm::Start::ZeroCold,
                     },
                 );
             }
