@@ -1000,6 +1000,21 @@ pub(crate) unsafe fn sum_rows_panels(
                     // SAFETY: row(..) addresses q_len elements; q0 + len <= q_len.
                     *ptr = unsafe { row((rb * MR + i).min(rows - 1)).add(q0) };
                 }
+                // The first pass over the row blocks asks for each row's
+                // next chunk (into L2: the whole next chunk of `A` does not
+                // fit L1): the rows lie far apart (a 1x1 layer's input
+                // channels, 12 KiB), each a short stream the hardware
+                // prefetcher barely starts on.
+                if jp == 0 && q0 + QC < q_len {
+                    let n = QC.min(q_len - q0 - QC);
+                    for &ptr in &ptrs {
+                        for j in (0..n).step_by(16) {
+                            // Element q0 + QC + j < q_len of the row; a
+                            // prefetch never faults or dereferences.
+                            _mm_prefetch::<_MM_HINT_T2>(ptr.wrapping_add(QC + j).cast());
+                        }
+                    }
+                }
                 // SAFETY: steps 0..len of each row and of panels jp, jq from
                 // pixel q0 lie in the operands; the C block lies in `acc`.
                 unsafe {
