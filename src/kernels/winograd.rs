@@ -211,6 +211,14 @@ pub(crate) const AUTO_MAX_WASTE_F4: usize = 9;
 /// last bits.
 pub(crate) const AUTO_MAX_WASTE_F4_AVX512: usize = 11;
 
+/// [`AUTO_MIN_CHANNELS_F4`] for the weight gradient where the AVX-512F
+/// micro-kernels run: there the GEMM path wins cifar_3x3's (32 channels)
+/// weight gradient, GEMM against F(4x4, 3x3) (medians of 3 alternating
+/// per-run bests, GFLOP/s): 104.3 / 85.2 at 1 thread, 141.5 / 86.9 at 2
+/// (forced AVX2 the other way: 60.3 / 73.9). From 64 channels F(4x4) still
+/// wins (resnet_3x3_56 123.4 / 159.9; dilated_3x3d2 123.0 / 128.5).
+pub(crate) const AUTO_MIN_CHANNELS_F4_WEIGHT_GRAD_AVX512: usize = 64;
+
 /// Fewest input and output channels for which `Auto` runs the weight
 /// gradient of an undilated layer by Winograd. Since the chunk transforms
 /// are stored through 8 x 8 transposes ([`store_channels`]), GEMM paths
@@ -261,7 +269,7 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
 pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     match geom.algorithm() {
         Algorithm::Winograd4x4 => chosen::<T>(geom, 0, 0).then_some(Tile::F4),
-        Algorithm::Auto if auto_f4::<T>(geom, max_waste_forward()) => Some(Tile::F4),
+        Algorithm::Auto if auto_f4::<T>(geom, AUTO_MIN_CHANNELS_F4, max_waste_forward()) => Some(Tile::F4),
         _ => chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2),
     }
 }
@@ -277,11 +285,11 @@ fn max_waste_forward() -> usize {
     }
 }
 
-/// Whether `Auto` runs `geom` by F(4x4, 3x3): [`AUTO_MIN_CHANNELS_F4`],
-/// [`AUTO_MIN_TILES_F4`], and F(4x4)'s tiles covering at most `max_waste`
-/// eighths of the outputs F(2x2)'s cover.
-fn auto_f4<T>(geom: &Conv2dGeometry, max_waste: usize) -> bool {
-    if geom.algorithm() != Algorithm::Auto || !chosen::<T>(geom, AUTO_MIN_CHANNELS_F4, 0) {
+/// Whether `Auto` runs `geom` by F(4x4, 3x3): `min_c` input and output
+/// channels, [`AUTO_MIN_TILES_F4`], and F(4x4)'s tiles covering at most
+/// `max_waste` eighths of the outputs F(2x2)'s cover.
+fn auto_f4<T>(geom: &Conv2dGeometry, min_c: usize, max_waste: usize) -> bool {
+    if geom.algorithm() != Algorithm::Auto || !chosen::<T>(geom, min_c, 0) {
         return false;
     }
     let (dh, dw) = geom.dilation();
@@ -297,7 +305,12 @@ pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     if geom.algorithm() == Algorithm::Winograd4x4 {
         return chosen::<T>(geom, 0, 0).then_some(Tile::F4);
     }
-    if auto_f4::<T>(geom, AUTO_MAX_WASTE_F4) {
+    let min_c4 = if super::isa::isa() == super::isa::Isa::Avx512 {
+        AUTO_MIN_CHANNELS_F4_WEIGHT_GRAD_AVX512
+    } else {
+        AUTO_MIN_CHANNELS_F4
+    };
+    if auto_f4::<T>(geom, min_c4, AUTO_MAX_WASTE_F4) {
         return Some(Tile::F4);
     }
     let min_c = if geom.dilation() == (1, 1) {
