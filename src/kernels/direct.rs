@@ -18,7 +18,8 @@
 //! Stride 1 with kernels 1, 3, 5 or 7 wide runs on zero-padded copies of the
 //! input planes ([`forward_plane_padded`], [`weight_grad_padded_impl`]), so
 //! every pixel takes the register-blocked loop (undilated 3x3 kernels on f32
-//! with AVX2: two output rows at a time, [`plane_3x3_avx2`]), and the next
+//! with AVX2: two output rows at a time, [`plane_3x3_avx2`]; 16-lane vectors
+//! where AVX-512F runs and rows hold 32 pixels, [`plane_3x3_avx512`]), and the next
 //! plane in memory is prefetched while one is computed
 //! ([`super::prefetch_part`]: forward 12.0 -> 14.4 GFLOP/s on depthwise_3x3).
 //! The stride-1 input gradient is the forward loop on `dY` with the kernel
@@ -33,6 +34,8 @@ use rayon::prelude::*;
 use super::im2col::valid_range;
 use super::isa;
 use super::parallel::{SharedMut, parts_for, run_tasks};
+#[cfg(target_arch = "x86_64")]
+use super::simd::F32x;
 use crate::element::Element;
 use crate::geometry::{Conv2dGeometry, Conv2dSpec, Padding};
 
@@ -362,42 +365,92 @@ unsafe fn plane_3x3_avx2(
     accumulate: bool,
     next: &[f32],
 ) {
-    use std::arch::x86_64::*;
-    /// Rows `oy .. oy + R` (R = 1 or 2), pixels `ox .. ox + 16`.
+    // SAFETY: the caller's contract (AVX2, the extents).
+    unsafe { plane_3x3::<std::arch::x86_64::__m256>(pp, wp, wk, b, yp, oh, ow, accumulate, next) }
+}
+
+/// [`plane_3x3_avx2`] on 16-lane vectors (blocks of 32 pixels): the same
+/// operations per element, so the same bits.
+///
+/// # Safety
+/// AVX-512F must be available; as [`plane_3x3_avx2`], with `ow >= 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn plane_3x3_avx512(
+    pp: &[f32],
+    wp: usize,
+    wk: &[f32; 9],
+    b: f32,
+    yp: &mut [f32],
+    oh: usize,
+    ow: usize,
+    accumulate: bool,
+    next: &[f32],
+) {
+    // SAFETY: the caller's contract (AVX-512F, the extents).
+    unsafe { plane_3x3::<std::arch::x86_64::__m512>(pp, wp, wk, b, yp, oh, ow, accumulate, next) }
+}
+
+/// The body of [`plane_3x3_avx2`] and [`plane_3x3_avx512`] on vectors `S`,
+/// blocks of `2 * S::LANES` pixels.
+///
+/// # Safety
+/// `S`'s instruction set must be available; `pp` must hold `oh + 2` rows of
+/// `wp = ow + 2` elements, `yp` `oh * ow` elements, `ow >= 2 * S::LANES`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn plane_3x3<S: F32x>(
+    pp: &[f32],
+    wp: usize,
+    wk: &[f32; 9],
+    b: f32,
+    yp: &mut [f32],
+    oh: usize,
+    ow: usize,
+    accumulate: bool,
+    next: &[f32],
+) {
+    let bw = 2 * S::LANES;
+    assert!(ow >= bw && pp.len() >= (oh + 2) * wp && yp.len() >= oh * ow);
+    /// Rows `oy .. oy + R` (R = 1 or 2), pixels `ox .. ox + 2 LANES`.
     #[inline(always)]
-    unsafe fn block<const R: usize>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<S: F32x, const R: usize>(
         pp: *const f32,
         wp: usize,
-        w: &[__m256; 9],
-        b: __m256,
+        w: &[S; 9],
+        b: S,
         y: *mut f32,
         ow: usize,
         (oy, ox): (usize, usize),
         accumulate: bool,
         skip: usize,
     ) {
+        let l = S::LANES;
         let mut acc = [[b; 2]; R];
         // SAFETY (all pointer arithmetic below): rows oy .. oy + R + 2 of the
-        // padded plane and columns ox .. ox + 18 exist (oy + R <= oh,
-        // ox + 16 <= ow, the caller's contract); output rows oy .. oy + R,
-        // columns ox .. ox + 16 lie in `y`.
+        // padded plane and columns ox .. ox + 2 l + 2 exist (oy + R <= oh,
+        // ox + 2 l <= ow, the caller's contract); output rows oy .. oy + R,
+        // columns ox .. ox + 2 l lie in `y`; `S`'s instruction set.
         unsafe {
             if accumulate {
                 for (r, a) in acc.iter_mut().enumerate() {
                     let yr = y.add((oy + r) * ow + ox);
-                    *a = [_mm256_loadu_ps(yr), _mm256_loadu_ps(yr.add(8))];
+                    *a = [S::load(yr), S::load(yr.add(l))];
                 }
             }
             for i in 0..R + 2 {
                 let row = pp.add((oy + i) * wp + ox);
                 for kx in 0..3 {
-                    let x = [_mm256_loadu_ps(row.add(kx)), _mm256_loadu_ps(row.add(8 + kx))];
+                    let x = [S::load(row.add(kx)), S::load(row.add(l + kx))];
                     for (r, a) in acc.iter_mut().enumerate() {
                         // Output row oy + r takes input row oy + i as tap row ky = i - r.
                         if i >= r && i - r < 3 {
                             let wv = w[(i - r) * 3 + kx];
-                            a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(wv, x[0]));
-                            a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(wv, x[1]));
+                            a[0] = a[0].add_mul(wv, x[0]);
+                            a[1] = a[1].add_mul(wv, x[1]);
                         }
                     }
                 }
@@ -405,20 +458,22 @@ unsafe fn plane_3x3_avx2(
             for (r, a) in acc.iter().enumerate() {
                 let yr = y.add((oy + r) * ow + ox);
                 if skip == 0 {
-                    _mm256_storeu_ps(yr, a[0]);
-                    _mm256_storeu_ps(yr.add(8), a[1]);
+                    a[0].store(yr);
+                    a[1].store(yr.add(l));
                 } else {
                     // Columns 0..skip already hold their sums (accumulate).
-                    let mut t = [0.0f32; 16];
-                    _mm256_storeu_ps(t.as_mut_ptr(), a[0]);
-                    _mm256_storeu_ps(t.as_mut_ptr().add(8), a[1]);
-                    std::ptr::copy_nonoverlapping(t.as_ptr().add(skip), yr.add(skip), 16 - skip);
+                    let mut t = [0.0f32; 32];
+                    a[0].store(t.as_mut_ptr());
+                    a[1].store(t.as_mut_ptr().add(l));
+                    std::ptr::copy_nonoverlapping(t.as_ptr().add(skip), yr.add(skip), 2 * l - skip);
                 }
             }
         }
     }
-    let w: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(wk[t]));
-    let bv = _mm256_set1_ps(b);
+    // SAFETY: `S`'s instruction set (this function's contract).
+    let w: [S; 9] = std::array::from_fn(|t| unsafe { S::splat(wk[t]) });
+    // SAFETY: as above.
+    let bv = unsafe { S::splat(b) };
     let (p, y) = (pp.as_ptr(), yp.as_mut_ptr());
     // The next plane's input, asked for a share per row pair so that it is
     // in cache when its own padded copy is made (the planes stream from
@@ -432,20 +487,20 @@ unsafe fn plane_3x3_avx2(
             // With `accumulate`, the columns a shifted last block shares with
             // the one before already hold their sums: not stored again.
             let skip = if accumulate { done - ox } else { 0 };
-            // SAFETY: rows oy .. oy + 1 or 2 <= oh, columns ox .. ox + 16 <=
+            // SAFETY: rows oy .. oy + 1 or 2 <= oh, columns ox .. ox + bw <=
             // ow (this function's contract covers the reads and writes).
             unsafe {
                 if two {
-                    block::<2>(p, wp, &w, bv, y, ow, (oy, ox), accumulate, skip);
+                    block::<S, 2>(p, wp, &w, bv, y, ow, (oy, ox), accumulate, skip);
                 } else {
-                    block::<1>(p, wp, &w, bv, y, ow, (oy, ox), accumulate, skip);
+                    block::<S, 1>(p, wp, &w, bv, y, ow, (oy, ox), accumulate, skip);
                 }
             }
-            done = ox + 16;
+            done = ox + bw;
             if done == ow {
                 break;
             }
-            ox = (ox + 16).min(ow - 16);
+            ox = (ox + bw).min(ow - bw);
         }
         oy += if two { 2 } else { 1 };
     }
@@ -492,9 +547,17 @@ fn forward_plane_padded_impl<T: Element>(
             let b = super::f32s(std::slice::from_ref(&b))[0];
             let (pp, yp) = (super::f32s(pp), super::f32s_mut(yp));
             assert!(pp.len() >= (geom.oh() + 2) * wp && wp == geom.ow() + 2 && yp.len() == geom.oh() * geom.ow());
-            // SAFETY: AVX2 (`avx2_f32`); the padded plane holds oh + 2 rows
-            // of ow + 2 elements and the output plane oh x ow (checked above).
-            unsafe { plane_3x3_avx2(pp, wp, wk, b, yp, geom.oh(), geom.ow(), accumulate, super::f32s(next)) };
+            let (oh, ow, next) = (geom.oh(), geom.ow(), super::f32s(next));
+            // SAFETY: AVX2 (`avx2_f32`), AVX-512F where `isa()` says so; the
+            // padded plane holds oh + 2 rows of ow + 2 elements and the
+            // output plane oh x ow (checked above); ow >= 32 for 16 lanes.
+            unsafe {
+                if isa::isa() == isa::Isa::Avx512 && ow >= 32 {
+                    plane_3x3_avx512(pp, wp, wk, b, yp, oh, ow, accumulate, next);
+                } else {
+                    plane_3x3_avx2(pp, wp, wk, b, yp, oh, ow, accumulate, next);
+                }
+            }
             return;
         }
         forward_padded_any(geom, pp, wk, b, yp, accumulate);

@@ -41,6 +41,19 @@ pub(crate) trait F32x: Copy {
     /// The instruction set.
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
 
+    /// `self + b * c`, two roundings per lane (a multiply, then an add: the
+    /// scalar loops' operations, for kernels that must match them bitwise).
+    ///
+    /// # Safety
+    /// The instruction set.
+    unsafe fn add_mul(self, b: Self, c: Self) -> Self;
+
+    /// `LANES` elements to `p` (unaligned).
+    ///
+    /// # Safety
+    /// The instruction set; `p .. p + LANES` writable.
+    unsafe fn store(self, p: *mut f32);
+
     /// The first `n <= LANES` lanes to `p`; nothing past them is touched.
     ///
     /// # Safety
@@ -68,6 +81,18 @@ impl F32x for __m256 {
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {
         // SAFETY: FMA (the caller's contract).
         unsafe { _mm256_fmadd_ps(self, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn add_mul(self, b: Self, c: Self) -> Self {
+        // SAFETY: AVX (the caller's contract).
+        unsafe { _mm256_add_ps(self, _mm256_mul_ps(b, c)) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller's contract: 8 writable lanes.
+        unsafe { _mm256_storeu_ps(p, self) }
     }
 
     #[inline(always)]
@@ -106,6 +131,18 @@ impl F32x for __m512 {
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {
         // SAFETY: AVX-512F (the caller's contract).
         unsafe { _mm512_fmadd_ps(self, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn add_mul(self, b: Self, c: Self) -> Self {
+        // SAFETY: AVX-512F (the caller's contract).
+        unsafe { _mm512_add_ps(self, _mm512_mul_ps(b, c)) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller's contract: 16 writable lanes.
+        unsafe { _mm512_storeu_ps(p, self) }
     }
 
     #[inline(always)]
