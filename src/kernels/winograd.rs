@@ -373,12 +373,21 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
     let by_bytes = (TASK_BYTES / per_tile / LANES).max(1) * LANES;
     let threads = rayon::current_num_threads().max(1);
     let by_tasks = ntiles.div_ceil(threads * TASKS_PER_THREAD).div_ceil(LANES) * LANES;
-    let block = by_bytes.min(by_tasks).max(LANES);
+    // Few tiles, and output-channel blocks enough for every thread: one tile
+    // block, cut by output channel only ([`ONE_BLOCK_MAX_TILES`]).
+    let one_block = ntiles <= ONE_BLOCK_MAX_TILES && threads <= cout / OUTPUT_SPLIT_MIN_CHANNELS;
+    let block = if one_block {
+        ntiles.div_ceil(LANES) * LANES
+    } else {
+        by_bytes.min(by_tasks).max(LANES)
+    };
     let nblocks = ntiles.div_ceil(block);
     // Too few tile blocks to go round (batch 1 on small images): cut each
     // into blocks of output channels too. Each such task transforms its
     // tiles' input again, so only where threads would otherwise idle.
-    let splits = if nblocks < threads {
+    let splits = if one_block {
+        threads
+    } else if nblocks < threads {
         (threads * TASKS_PER_THREAD)
             .div_ceil(nblocks)
             .min(cout / OUTPUT_SPLIT_MIN_CHANNELS)
@@ -400,6 +409,21 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
         packed_len: ne * u_len(packed, cout, cin) + 64,
     }
 }
+
+/// Most tiles (F(2x2): batch 1 up to 16x16 outputs) that a forward plan
+/// keeps in one tile block, giving each thread a block of output channels
+/// instead (when there are [`OUTPUT_SPLIT_MIN_CHANNELS`] per thread): cut
+/// into blocks of 16 tiles (the [`TASK_BYTES`] and tasks-per-thread limits),
+/// every task's GEMMs were 16 columns wide and re-read all the transformed
+/// weights (4 MiB on infer_b1_3x3). infer_b1_3x3 on the AVX-512 Xeon
+/// (medians of 3 alternating per-run bests of 30, GFLOP/s, before -> after):
+/// 1 thread forward 121.7 -> 148.1, input gradient 115.8 -> 138.6; 2
+/// threads (two output-channel halves) 158.3 -> 200.0 and 180.6 -> 233.1.
+/// In a slower stretch, 2 threads in four quarters instead of halves
+/// measured 135.2 against 161.5 (forward), tile blocks of 32 in halves
+/// 154.4. Where the output channels cannot go round the threads (16
+/// threads, 256 channels: at most 8 blocks of 32), the plan stays as it was.
+const ONE_BLOCK_MAX_TILES: usize = 64;
 
 /// Fewest output channels of one forward task when a plan cuts its tile
 /// blocks by output channel (fewer tile blocks than threads: infer_b1_3x3
