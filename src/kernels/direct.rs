@@ -335,6 +335,32 @@ fn unrolled_width(geom: &Conv2dGeometry) -> bool {
     matches!(geom.kw(), 1 | 3 | 5 | 7)
 }
 
+/// Defines `$name`, [`plane_3x3`] on vectors `$v` compiled with the target
+/// feature `$feat` (one wrapper per vector width).
+macro_rules! plane_3x3_width {
+    ($(#[$m:meta])* unsafe fn $name:ident = $feat:literal, $v:ident;) => {
+        $(#[$m])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            pp: &[f32],
+            wp: usize,
+            wk: &[f32; 9],
+            b: f32,
+            yp: &mut [f32],
+            oh: usize,
+            ow: usize,
+            accumulate: bool,
+            next: &[f32],
+        ) {
+            // SAFETY: the caller's contract (the instruction set, the extents).
+            unsafe { plane_3x3::<std::arch::x86_64::$v>(pp, wp, wk, b, yp, oh, ow, accumulate, next) }
+        }
+    };
+}
+
+plane_3x3_width! {
 /// [`forward_padded_impl`] for an undilated 3x3 kernel, f32 on AVX2, at
 /// least 16 output columns: two output rows x 16 pixels per block, so each
 /// loaded input vector (one of the four input rows the two output rows read,
@@ -351,45 +377,16 @@ fn unrolled_width(geom: &Conv2dGeometry) -> bool {
 /// # Safety
 /// AVX2 must be available; `pp` must hold `oh + 2` rows of `wp = ow + 2`
 /// elements, `yp` `oh * ow` elements, `ow >= 16`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn plane_3x3_avx2(
-    pp: &[f32],
-    wp: usize,
-    wk: &[f32; 9],
-    b: f32,
-    yp: &mut [f32],
-    oh: usize,
-    ow: usize,
-    accumulate: bool,
-    next: &[f32],
-) {
-    // SAFETY: the caller's contract (AVX2, the extents).
-    unsafe { plane_3x3::<std::arch::x86_64::__m256>(pp, wp, wk, b, yp, oh, ow, accumulate, next) }
+unsafe fn plane_3x3_avx2 = "avx2", __m256;
 }
 
+plane_3x3_width! {
 /// [`plane_3x3_avx2`] on 16-lane vectors (blocks of 32 pixels): the same
 /// operations per element, so the same bits.
 ///
 /// # Safety
 /// AVX-512F must be available; as [`plane_3x3_avx2`], with `ow >= 32`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn plane_3x3_avx512(
-    pp: &[f32],
-    wp: usize,
-    wk: &[f32; 9],
-    b: f32,
-    yp: &mut [f32],
-    oh: usize,
-    ow: usize,
-    accumulate: bool,
-    next: &[f32],
-) {
-    // SAFETY: the caller's contract (AVX-512F, the extents).
-    unsafe { plane_3x3::<std::arch::x86_64::__m512>(pp, wp, wk, b, yp, oh, ow, accumulate, next) }
+unsafe fn plane_3x3_avx512 = "avx512f", __m512;
 }
 
 /// The body of [`plane_3x3_avx2`] and [`plane_3x3_avx512`] on vectors `S`,
