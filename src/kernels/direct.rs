@@ -335,6 +335,21 @@ fn unrolled_width(geom: &Conv2dGeometry) -> bool {
     matches!(geom.kw(), 1 | 3 | 5 | 7)
 }
 
+/// What the undilated 3x3 plane loop reads ([`plane_3x3`]): the padded
+/// input plane `pp` (`oh + 2` rows of `wp = ow + 2`), the nine taps, the
+/// bias, whether to add onto the output, and the next plane to prefetch.
+#[cfg(target_arch = "x86_64")]
+struct Plane3x3<'a> {
+    pp: &'a [f32],
+    wp: usize,
+    wk: &'a [f32; 9],
+    b: f32,
+    oh: usize,
+    ow: usize,
+    accumulate: bool,
+    next: &'a [f32],
+}
+
 /// Defines `$name`, [`plane_3x3`] on vectors `$v` compiled with the target
 /// feature `$feat` (one wrapper per vector width).
 macro_rules! plane_3x3_width {
@@ -342,20 +357,9 @@ macro_rules! plane_3x3_width {
         $(#[$m])*
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(
-            pp: &[f32],
-            wp: usize,
-            wk: &[f32; 9],
-            b: f32,
-            yp: &mut [f32],
-            oh: usize,
-            ow: usize,
-            accumulate: bool,
-            next: &[f32],
-        ) {
+        unsafe fn $name(a: &Plane3x3, yp: &mut [f32]) {
             // SAFETY: the caller's contract (the instruction set, the extents).
-            unsafe { plane_3x3::<std::arch::x86_64::$v>(pp, wp, wk, b, yp, oh, ow, accumulate, next) }
+            unsafe { plane_3x3::<std::arch::x86_64::$v>(a, yp) }
         }
     };
 }
@@ -375,7 +379,7 @@ plane_3x3_width! {
 /// probably pad next), a share per row pair.
 ///
 /// # Safety
-/// AVX2 must be available; `pp` must hold `oh + 2` rows of `wp = ow + 2`
+/// AVX2 must be available; `a.pp` must hold `oh + 2` rows of `wp = ow + 2`
 /// elements, `yp` `oh * ow` elements, `ow >= 16`.
 unsafe fn plane_3x3_avx2 = "avx2", __m256;
 }
@@ -393,22 +397,21 @@ unsafe fn plane_3x3_avx512 = "avx512f", __m512;
 /// blocks of `2 * S::LANES` pixels.
 ///
 /// # Safety
-/// `S`'s instruction set must be available; `pp` must hold `oh + 2` rows of
-/// `wp = ow + 2` elements, `yp` `oh * ow` elements, `ow >= 2 * S::LANES`.
+/// `S`'s instruction set must be available; `a.pp` must hold `oh + 2` rows
+/// of `wp = ow + 2` elements, `yp` `oh * ow` elements, `ow >= 2 * S::LANES`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn plane_3x3<S: F32x>(
-    pp: &[f32],
-    wp: usize,
-    wk: &[f32; 9],
-    b: f32,
-    yp: &mut [f32],
-    oh: usize,
-    ow: usize,
-    accumulate: bool,
-    next: &[f32],
-) {
+unsafe fn plane_3x3<S: F32x>(a: &Plane3x3, yp: &mut [f32]) {
+    let Plane3x3 {
+        pp,
+        wp,
+        wk,
+        b,
+        oh,
+        ow,
+        accumulate,
+        next,
+    } = *a;
     let bw = 2 * S::LANES;
     assert!(ow >= bw && pp.len() >= (oh + 2) * wp && yp.len() >= oh * ow);
     /// Rows `oy .. oy + R` (R = 1 or 2), pixels `ox .. ox + 2 LANES`.
@@ -544,15 +547,24 @@ fn forward_plane_padded_impl<T: Element>(
             let b = super::f32s(std::slice::from_ref(&b))[0];
             let (pp, yp) = (super::f32s(pp), super::f32s_mut(yp));
             assert!(pp.len() >= (geom.oh() + 2) * wp && wp == geom.ow() + 2 && yp.len() == geom.oh() * geom.ow());
-            let (oh, ow, next) = (geom.oh(), geom.ow(), super::f32s(next));
+            let a = Plane3x3 {
+                pp,
+                wp,
+                wk,
+                b,
+                oh: geom.oh(),
+                ow: geom.ow(),
+                accumulate,
+                next: super::f32s(next),
+            };
             // SAFETY: AVX2 (`avx2_f32`), AVX-512F where `isa()` says so; the
             // padded plane holds oh + 2 rows of ow + 2 elements and the
             // output plane oh x ow (checked above); ow >= 32 for 16 lanes.
             unsafe {
-                if isa::isa() == isa::Isa::Avx512 && ow >= 32 {
-                    plane_3x3_avx512(pp, wp, wk, b, yp, oh, ow, accumulate, next);
+                if isa::isa() == isa::Isa::Avx512 && a.ow >= 32 {
+                    plane_3x3_avx512(&a, yp);
                 } else {
-                    plane_3x3_avx2(pp, wp, wk, b, yp, oh, ow, accumulate, next);
+                    plane_3x3_avx2(&a, yp);
                 }
             }
             return;
