@@ -285,10 +285,21 @@ fn im2col_panels_planes_impl<T: Element>(
     // Padding columns and rows out of the image are zero in every channel's
     // planes, so they are zeroed once and each channel writes only the rest.
     tmp.fill(T::ZERO);
+    // Input rows the tile reads: padded rows sh oy0 .. sh (oy0 + prow - 1) + nph.
+    let iy0 = (sh * oy0).saturating_sub(pt).min(h);
+    let iy1 = (sh * (oy0 + prow - 1) + nph).saturating_sub(pt).min(h);
     for ci in 0..nch {
         let xc = &x[ci * hw..(ci + 1) * hw];
+        // The next channel's rows are asked for a share per tap column:
+        // arriving from L3 on demand, they stalled the copies.
+        let next = if ci + 1 < nch {
+            &x[(ci + 1) * hw + iy0 * w..(ci + 1) * hw + iy1 * w]
+        } else {
+            &x[..0]
+        };
         // Plane (py, kx), row i, column ox: padded input (sh (oy0 + i) + py, ox sw + kx dw).
         for kx in 0..kw {
+            super::prefetch_part(next, kx, kw);
             // Output columns a..b read input columns ox * sw + xoff.
             let xoff = (kx * dw) as isize - pl as isize;
             let (a, b) = valid_range(0, ow, sw, xoff, w);
