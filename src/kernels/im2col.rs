@@ -741,17 +741,206 @@ super::isa::dispatch!(
 );
 
 super::isa::dispatch!(
-    /// Scatter-adds the column tile `col` (`nch * kh * kw` rows of `p1 - p0`)
-    /// into the `nch` channel planes `dx`: the transpose of [`im2col_tile`].
-    /// Padding entries of the tile are dropped. Compiled for the widest
-    /// instruction set; each element's adds keep their order.
-    pub(crate) fn col2im_tile<T>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) => col2im_tile_impl
+    /// [`col2im_tile`]'s scatter-adds, compiled for the widest instruction
+    /// set; each element's adds keep their order.
+    fn col2im_tile_walk<T>(geom: &Conv2dGeometry, col: &[T], nch: usize, p0: usize, p1: usize, dx: &mut [T]) => col2im_tile_impl
 );
+
+/// Adds the column tile `col` (`nch * kh * kw` rows of `p1 - p0`) into the
+/// `nch` channel planes `dx`: the transpose of [`im2col_tile`]. Padding
+/// entries of the tile are dropped. At stride 1, f32, on AVX2 or AVX-512F,
+/// for tiles of at least one output row's worth of pixels, by gathering
+/// ([`col2im_gather`]); else by scatter-adds in walk order. Which way a
+/// tile goes depends on the geometry and the tile only (each adds an
+/// element's terms in its own order).
+pub(crate) fn col2im_tile<T: Element>(
+    geom: &Conv2dGeometry,
+    col: &[T],
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    dx: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::avx2_f32::<T>() && geom.stride() == (1, 1) && p1 - p0 >= geom.ow() {
+        let (col, dx) = (super::f32s(col), super::f32s_mut(dx));
+        assert!(col.len() >= nch * geom.kh() * geom.kw() * (p1 - p0) && dx.len() >= nch * geom.h() * geom.w());
+        // SAFETY: the instruction set is in use (`avx2_f32`, `isa`); the
+        // extents are checked above.
+        unsafe {
+            if super::isa::isa() == super::isa::Isa::Avx512 {
+                col2im_gather_avx512(geom, col, nch, p0, p1, dx);
+            } else {
+                col2im_gather_avx2(geom, col, nch, p0, p1, dx);
+            }
+        }
+        return;
+    }
+    col2im_tile_walk(geom, col, nch, p0, p1, dx)
+}
+
+/// Channels [`col2im_gather`] sums at once.
+const GATHER_CHANNELS: usize = 8;
+
+/// [`col2im_gather`] on 8 lanes.
+///
+/// # Safety
+/// AVX2 and FMA; as [`col2im_gather`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn col2im_gather_avx2(geom: &Conv2dGeometry, col: &[f32], nch: usize, p0: usize, p1: usize, dx: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { col2im_gather::<std::arch::x86_64::__m256>(geom, col, nch, p0, p1, dx) }
+}
+
+/// [`col2im_gather`] on 16 lanes.
+///
+/// # Safety
+/// AVX-512F; as [`col2im_gather`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn col2im_gather_avx512(geom: &Conv2dGeometry, col: &[f32], nch: usize, p0: usize, p1: usize, dx: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { col2im_gather::<std::arch::x86_64::__m512>(geom, col, nch, p0, p1, dx) }
+}
+
+/// [`col2im_tile`] at stride 1 by gathering: for each channel `ci`, input
+/// row `iy` the tile reaches and run of [`F32x::LANES`] columns from `ix0`,
+/// lane `j` (column `ix = ix0 + j`) sums the tile's terms in tap order
+/// `(ky, kx)`: `col[(ci * kh + ky) * kw + kx][oy * ow + ox - p0]` with
+/// `oy = iy + pad_top - ky * dh`, `ox = ix + pad_left - kx * dw`, wherever
+/// that output pixel lies in the tile (masked loads: the pixels of one tap
+/// and output row are a contiguous run of `col`). The sum is then added
+/// into `dX` once. The scatter-adds it replaces added each term into `dX`
+/// on its own: short overlapping runs of memory, which took half of
+/// lenet_c2's input gradient.
+///
+/// # Safety
+/// The width's instruction set; `col` holds `nch * kh * kw * (p1 - p0)`
+/// elements, `dx` `nch * h * w`; stride 1.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn col2im_gather<V: super::simd::F32x>(
+    geom: &Conv2dGeometry,
+    col: &[f32],
+    nch: usize,
+    p0: usize,
+    p1: usize,
+    dx: &mut [f32],
+) {
+    let (h, w, kh, kw, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.ow());
+    let (dh, dw) = geom.dilation();
+    let (pt, _, pl, _) = geom.padding();
+    let (hw, khkw, tl) = (h * w, kh * kw, p1 - p0);
+    debug_assert_eq!(geom.stride(), (1, 1));
+    // Output rows oy_a ..= oy_b hold the tile's pixels; input row iy reads
+    // output rows iy + pt - ky dh.
+    let (oy_a, oy_b) = (p0 / ow, (p1 - 1) / ow);
+    let iy_lo = oy_a.saturating_sub(pt).min(h);
+    let iy_hi = (oy_b + (kh - 1) * dh + 1).saturating_sub(pt).min(h);
+    let chan = khkw * tl;
+    // Channels GATHER_CHANNELS at a time: each tap's bookkeeping is done
+    // once for them, and their sums are independent chains.
+    let full = nch / GATHER_CHANNELS * GATHER_CHANNELS;
+    let groups = (0..full)
+        .step_by(GATHER_CHANNELS)
+        .map(|c| (c, GATHER_CHANNELS))
+        .chain((full..nch).map(|c| (c, 1)));
+    for (c0, g) in groups {
+        for iy in iy_lo..iy_hi {
+            for ix0 in (0..w).step_by(V::LANES) {
+                let n = V::LANES.min(w - ix0);
+                // SAFETY: the instruction set (the caller's contract).
+                let mut acc = [unsafe { V::splat(0.0) }; GATHER_CHANNELS];
+                for ky in 0..kh {
+                    let Some(oy) = (iy + pt).checked_sub(ky * dh) else {
+                        continue;
+                    };
+                    if oy < oy_a || oy > oy_b {
+                        continue;
+                    }
+                    // The tile's pixels of output row oy: columns oxa..oxb.
+                    let row0 = oy * ow;
+                    let (oxa, oxb) = (p0.max(row0) - row0, p1.min(row0 + ow) - row0);
+                    for kx in 0..kw {
+                        // Lane j reads output column shift + j.
+                        let shift = (ix0 + pl) as isize - (kx * dw) as isize;
+                        let a = (oxa as isize - shift).clamp(0, n as isize) as usize;
+                        let b = (oxb as isize - shift).clamp(a as isize, n as isize) as usize;
+                        if a == b {
+                            continue;
+                        }
+                        // Lane j's term: tap (ky, kx), pixel row0 + shift + j - p0
+                        // of the tile, inside it for a <= j < b.
+                        let at = ((ky * kw + kx) * tl + row0) as isize - p0 as isize + shift;
+                        debug_assert!(at + a as isize >= 0 && at + b as isize <= chan as isize);
+                        for (c, acc) in acc.iter_mut().enumerate().take(g) {
+                            let base = (c0 + c) * chan;
+                            // SAFETY: lanes a..b read channel c0 + c's
+                            // elements at + a .. at + b, inside this tap's
+                            // row of the tile (above).
+                            *acc = unsafe { acc.add(V::load_range(col.as_ptr().add(base).wrapping_offset(at), a, b)) };
+                        }
+                    }
+                }
+                for (c, acc) in acc.iter().enumerate().take(g) {
+                    let d = &mut dx[(c0 + c) * hw + iy * w + ix0..][..n];
+                    // SAFETY: d holds the n lanes read and written.
+                    unsafe { V::load_range(d.as_ptr(), 0, n).add(*acc).store_first(d.as_mut_ptr(), n) };
+                }
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
-    use super::{NR, im2col_panels, im2col_tile, panels_tmp_len, valid_range};
+    use super::{NR, col2im_tile, col2im_tile_walk, im2col_panels, im2col_tile, panels_tmp_len, valid_range};
     use crate::geometry::{Conv2dSpec, Padding};
+
+    /// The gathered stride-1 col2im adds exactly the walk's terms: with
+    /// small integers every sum is exact whatever its order, so the two
+    /// agree bitwise. Tiles start and end mid-row (and cover whole images),
+    /// channel counts leave a tail past the groups of eight, with padding,
+    /// dilation and kernels wider than the rows' lanes reach.
+    #[test]
+    fn gathered_col2im_adds_the_walks_terms() {
+        let s = Conv2dSpec::new;
+        let geoms = [
+            s(1, 20, 12, 12, 4, 5, 5),
+            s(1, 9, 14, 14, 4, 3, 3).padding(Padding::symmetric(1)),
+            s(1, 3, 17, 23, 4, 3, 5)
+                .dilation(2, 1)
+                .padding(Padding::explicit(0, 2, 1, 0)),
+            s(1, 11, 9, 30, 4, 2, 4)
+                .dilation(1, 3)
+                .padding(Padding::explicit(1, 2, 4, 3)),
+            s(1, 1, 28, 28, 4, 5, 5),
+        ];
+        for spec in geoms {
+            let g = spec.build().unwrap();
+            let (hw, khkw, ohw, ow) = (g.h() * g.w(), g.kh() * g.kw(), g.oh() * g.ow(), g.ow());
+            let nch = g.c_in();
+            let int = |i: usize, m: usize| ((i * 7919 + 13) % m) as f32 - (m / 2) as f32;
+            for (p0, p1) in [
+                (0, ohw),
+                (1, ow + 1),
+                (ohw / 3, ohw / 3 + ohw / 2 + 5),
+                (ow / 2, ohw - 3),
+            ] {
+                let p1 = p1.min(ohw);
+                let tl = p1 - p0;
+                let col: Vec<f32> = (0..nch * khkw * tl).map(|i| int(i, 31)).collect();
+                let dx0: Vec<f32> = (0..nch * hw).map(|i| int(i, 17)).collect();
+                let (mut want, mut got) = (dx0.clone(), dx0);
+                col2im_tile_walk(&g, &col, nch, p0, p1, &mut want);
+                col2im_tile(&g, &col, nch, p0, p1, &mut got);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{g:?} tile {p0}..{p1} element {i}");
+                }
+            }
+        }
+    }
 
     /// The strided panels (tap planes) hold exactly the row-major tile's
     /// elements, for tiles that start and end mid-row, strides 2 and 3 in

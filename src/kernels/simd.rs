@@ -48,6 +48,19 @@ pub(crate) trait F32x: Copy {
     /// The instruction set.
     unsafe fn add_mul(self, b: Self, c: Self) -> Self;
 
+    /// Lane `j` is `p[j]` for `a <= j < b`, zero elsewhere; only `p + a ..
+    /// p + b` is read (`p` itself may lie before the data).
+    ///
+    /// # Safety
+    /// The instruction set; `a <= b <= LANES`; `p + a .. p + b` readable.
+    unsafe fn load_range(p: *const f32, a: usize, b: usize) -> Self;
+
+    /// `self + b`.
+    ///
+    /// # Safety
+    /// The instruction set.
+    unsafe fn add(self, b: Self) -> Self;
+
     /// `LANES` elements to `p` (unaligned).
     ///
     /// # Safety
@@ -87,6 +100,27 @@ impl F32x for __m256 {
     unsafe fn add_mul(self, b: Self, c: Self) -> Self {
         // SAFETY: AVX (the caller's contract).
         unsafe { _mm256_add_ps(self, _mm256_mul_ps(b, c)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_range(p: *const f32, a: usize, b: usize) -> Self {
+        debug_assert!(a <= b && b <= 8);
+        // Lane j of `below` is set for j < b, of `from` for j >= a.
+        const EDGE: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        // SAFETY: 8 - b and 8 - a lie in 0..=8, so both 8-lane loads stay in
+        // `EDGE`; the masked load reads only the set lanes a..b, which the
+        // caller's contract makes readable (masked-off lanes never fault).
+        unsafe {
+            let below = _mm256_loadu_si256(EDGE.as_ptr().add(8 - b).cast());
+            let from = _mm256_loadu_si256(EDGE.as_ptr().add(8 - a).cast());
+            _mm256_maskload_ps(p, _mm256_andnot_si256(from, below))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        // SAFETY: AVX (the caller's contract).
+        unsafe { _mm256_add_ps(self, b) }
     }
 
     #[inline(always)]
@@ -137,6 +171,22 @@ impl F32x for __m512 {
     unsafe fn add_mul(self, b: Self, c: Self) -> Self {
         // SAFETY: AVX-512F (the caller's contract).
         unsafe { _mm512_add_ps(self, _mm512_mul_ps(b, c)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_range(p: *const f32, a: usize, b: usize) -> Self {
+        debug_assert!(a <= b && b <= 16);
+        let below = ((1u32 << b) - 1) as u16;
+        let from = !(((1u32 << a) - 1) as u16);
+        // SAFETY: the masked load reads only lanes a..b, which the caller's
+        // contract makes readable (masked-off lanes never fault).
+        unsafe { _mm512_maskz_loadu_ps(below & from, p) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        // SAFETY: AVX-512F (the caller's contract).
+        unsafe { _mm512_add_ps(self, b) }
     }
 
     #[inline(always)]
