@@ -2,6 +2,7 @@
 //! validate every length first, so these only `debug_assert!`.
 
 pub(crate) mod direct;
+pub(crate) mod dot_wgrad;
 pub(crate) mod forward;
 pub(crate) mod im2col;
 pub(crate) mod implicit;
@@ -116,6 +117,9 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
     let (w_scratch, w_partials, w_index) = if let Some(tile) = winograd::selected_weight_grad::<T>(geom) {
         let w = winograd::wgrad_plan::<T>(geom, tile);
         (w.scratch_len, w.partials_len, 0)
+    } else if dot_wgrad::eligible::<T>(geom) {
+        let w = dot_wgrad::plan(geom);
+        (w.parts * w.scratch_len, w.partials_len, 0)
     } else if implicit_wgrad::eligible::<T>(geom) {
         let w = implicit_wgrad::plan(geom);
         (w.parts * w.scratch_len, w.partials_len, w.index_len)

@@ -124,6 +124,12 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         super::winograd::weight_grad(geom, &p, x, dy, dw, scratch, partials);
         return;
     }
+    if super::dot_wgrad::eligible::<T>(geom) {
+        let p = super::dot_wgrad::plan(geom);
+        let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, 0);
+        super::dot_wgrad::weight_grad(geom, &p, f32s(x), f32s(dy), f32s_mut(dw), f.scratch, f.partials);
+        return;
+    }
     if implicit_wgrad::eligible::<T>(geom) {
         let p = implicit_wgrad::plan(geom);
         let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, p.index_len);

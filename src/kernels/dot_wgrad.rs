@@ -1,0 +1,267 @@
+//! Weight gradient as dot products along the pixels, for layers whose
+//! reduction per output channel is short (f32, AVX-512F):
+//! LeNet's first layer has `K = c_in / groups * kh * kw = 25`.
+//!
+//! The weight gradient is the sum, over every output pixel, of the input patch
+//! times the output delta. For group `g`, with `col_n` image `n`'s column
+//! matrix (row `r = (ci * kh + ky) * kw + kx`, column `p`: the patch element
+//! that tap `r` of pixel `p` reads, built one pixel tile at a time by
+//! [`im2col_tile`]):
+//!
+//! `dW_g[co][r] = sum over n, p of dY[n][g * cog + co][p] * col_n[r][p]`.
+//!
+//! Both operands are read along the pixels, contiguously: `dY`'s channel
+//! planes as they are, the tile's rows as built. A register block of
+//! [`CB`] output channels x [`RB`] taps keeps 20 vector sums; each step loads
+//! 4 + 5 vectors for 20 fused multiply-adds, and lane `l` of a sum adds the
+//! pixels `p0 + l, p0 + l + LANES, ...` of each tile in turn. No `dY^T` is
+//! packed: the implicit path ([`super::implicit_wgrad`]) transposed `dY` for
+//! every output row, which took a third of lenet_c1's pass there (20
+//! channels, 25 taps: little work per pixel to hide it under).
+//!
+//! Work units are (image chunk, group): chunks are runs of (image, tile)
+//! pairs fixed by the geometry ([`weight_grad_chunks`]); a chunk's sums are
+//! added lane by lane, in lane order, into `dW` (chunk 0) or its own partial
+//! buffer, and the partial buffers into `dW` in chunk order. So results do
+//! not depend on the thread count. (Forced to AVX2, the implicit path runs
+//! these layers: its results differ in the last bits.)
+
+use super::im2col::im2col_tile;
+use super::parallel::{SharedMut, Tiling, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
+use super::sgemm::split_aligned;
+use crate::geometry::Conv2dGeometry;
+
+/// Longest reduction per output channel (`c_in / groups * kh * kw`) for the
+/// dot-product weight gradient. LeNet's first layer (25) measured 31.4 ->
+/// 37.3 GFLOP/s at 1 thread against the implicit path (per-run ratio median
+/// 1.18, 9 alternating runs) and 55.4 -> 69.9 at 2. The next suite layer,
+/// cifar_3x3 (288), is far above; no suite row measures the crossover
+/// between, and up to 32 the column tile of a 56x56 image is at most 392 KiB.
+pub(crate) const MAX_K: usize = 32;
+
+/// Pixels of one pass over the register blocks: the chunk's rows of `dY`
+/// and of the tile (45 rows x 512 bytes on lenet_c1) stay in L1 while each
+/// block reads them.
+const PIXEL_CHUNK: usize = 128;
+
+/// Output channels per register block.
+const CB: usize = 4;
+
+/// Taps per register block.
+const RB: usize = 5;
+
+/// Whether the dot-product weight gradient runs `geom` with element type
+/// `T`: f32 with AVX-512F in use, a reduction of at most [`MAX_K`] per
+/// output channel, not pointwise (which needs no column tile and goes to
+/// the GEMM path). Its 20 sums and 9 operands need 29 vector registers: on
+/// AVX2's 16 they spill, and lenet_c1 measured a per-run ratio of 0.93
+/// against the implicit path there (5 alternating runs), which AVX2 keeps.
+pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
+    super::packed_path::<T>()
+        && super::isa::isa() == super::isa::Isa::Avx512
+        && !geom.is_pointwise()
+        && geom.k_len() <= MAX_K
+}
+
+/// How one dot-product weight-gradient call is cut into tasks.
+pub(crate) struct Plan {
+    tiles: Tiling,
+    nchunks: usize,
+    ntasks: usize,
+    /// Register blocks of output channels and of taps.
+    cblocks: usize,
+    rblocks: usize,
+    col_len: usize,
+    dy_len: usize,
+    acc_len: usize,
+    pub(crate) parts: usize,
+    pub(crate) scratch_len: usize,
+    pub(crate) partials_len: usize,
+}
+
+/// Lanes of the sums' vectors (AVX-512F).
+const LANES: usize = 16;
+
+pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
+    let (groups, k) = (geom.groups(), geom.k_len());
+    let tiles = Tiling::for_rows::<f32>(geom, k, 1);
+    let nchunks = weight_grad_chunks(
+        WEIGHT_GRAD_UNITS.div_ceil(groups),
+        geom.n(),
+        geom.n() * tiles.ntiles,
+        geom.n() * geom.oh() * geom.ow(),
+    );
+    let ntasks = nchunks * groups;
+    let (cblocks, rblocks) = (geom.cog().div_ceil(CB), k.div_ceil(RB));
+    let col_len = k * tiles.max_len();
+    let acc_len = cblocks * rblocks * CB * RB * LANES;
+    let dy_len = geom.cog() * tiles.max_len().next_multiple_of(LANES);
+    Plan {
+        tiles,
+        nchunks,
+        ntasks,
+        cblocks,
+        rblocks,
+        col_len,
+        dy_len,
+        acc_len,
+        parts: parts_for(ntasks),
+        // The column tile, the tile's rows of dY, a zero row standing in
+        // for the rows past `cog` or `K` in the last blocks, and the sums,
+        // each from a 64-byte line.
+        scratch_len: col_len + dy_len + tiles.max_len() + acc_len + 4 * LANES,
+        partials_len: (nchunks - 1) * geom.weight_len(),
+    }
+}
+
+/// `dw = conv_weight_grad(x, dy)` for an [`eligible`] geometry; lengths
+/// already checked; `scratch` and `partials` hold the plan's lengths.
+pub(crate) fn weight_grad(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    scratch: &mut [f32],
+    partials: &mut [f32],
+) {
+    let (c_in, c_out, cig, cog, k) = (geom.c_in(), geom.c_out(), geom.cig(), geom.cog(), geom.k_len());
+    let (hw, ohw) = (geom.h() * geom.w(), geom.oh() * geom.ow());
+    let groups = geom.groups();
+    let wlen = geom.weight_len();
+    let dw_ptr = SharedMut(dw.as_mut_ptr());
+    let part_ptr = SharedMut(partials.as_mut_ptr());
+    run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
+        let (g, chunk) = (task % groups, task / groups);
+        let (col, rest) = split_aligned(slot, p.col_len);
+        let (dyt, rest) = split_aligned(rest, p.dy_len);
+        let (zero, rest) = split_aligned(rest, p.tiles.max_len());
+        let (acc, _) = split_aligned(rest, p.acc_len);
+        zero.fill(0.0);
+        acc.fill(0.0);
+        for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
+            let (p0, p1) = p.tiles.range(t);
+            let tl = p1 - p0;
+            let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
+            im2col_tile(geom, xg, cig, p0, p1, &mut col[..k * tl]);
+            let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
+            // The tile's pixels of dY, copied to rows that start on 64-byte
+            // lines, as the tile's do where `tl` is a multiple of 16 (a
+            // vector load across two lines costs two).
+            let tlp = tl.next_multiple_of(LANES);
+            for co in 0..cog {
+                dyt[co * tlp..co * tlp + tl].copy_from_slice(&dyg[co * ohw + p0..co * ohw + p1]);
+            }
+            let dyt = &*dyt;
+            // Row pointers: output channel co's row of dY, tap r's row of
+            // the tile; the zero row past cog or K.
+            let dy_row = |co: usize| {
+                if co < cog {
+                    dyt[co * tlp..].as_ptr()
+                } else {
+                    zero.as_ptr()
+                }
+            };
+            let col_row = |r: usize| if r < k { col[r * tl..].as_ptr() } else { zero.as_ptr() };
+            // Pixel chunks whose rows all stay in L1 while every block passes.
+            for q0 in (0..tl).step_by(PIXEL_CHUNK) {
+                let ql = PIXEL_CHUNK.min(tl - q0);
+                for cb in 0..p.cblocks {
+                    let d: [*const f32; CB] = std::array::from_fn(|c| dy_row(cb * CB + c).wrapping_add(q0));
+                    for rb in 0..p.rblocks {
+                        let c: [*const f32; RB] = std::array::from_fn(|r| col_row(rb * RB + r).wrapping_add(q0));
+                        let at = (cb * p.rblocks + rb) * CB * RB * LANES;
+                        let sums = acc[at..at + CB * RB * LANES].as_mut_ptr();
+                        // SAFETY: the plan chose this path only where
+                        // AVX-512F runs (`eligible`); every row holds
+                        // q0 + ql <= tl readable elements (the tile's rows
+                        // of dY and of the column tile, the zero row of
+                        // max_len >= tl); `sums` addresses CB * RB * LANES
+                        // elements of this task's scratch.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            block_avx512(d, c, ql, sums)
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        let _ = (d, c, sums);
+                    }
+                }
+            }
+        }
+        let target = if chunk == 0 {
+            dw_ptr.get()
+        } else {
+            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
+            // (chunk - 1) * wlen inside `partials`.
+            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
+        };
+        for co in 0..cog {
+            for r in 0..k {
+                let (cb, c, rb, rr) = (co / CB, co % CB, r / RB, r % RB);
+                let at = (cb * p.rblocks + rb) * CB * RB * LANES + (c * RB + rr) * LANES;
+                // Lanes added in lane order.
+                let v = acc[at..at + LANES].iter().fold(0.0f32, |s, &l| s + l);
+                // SAFETY: row g*cog + co, column r of this chunk's target:
+                // no other task of the chunk has group g.
+                unsafe { *target.add((g * cog + co) * k + r) = v };
+            }
+        }
+    });
+    if p.nchunks > 1 {
+        super::weight_grad::add_partials(dw, partials, p.nchunks - 1);
+    }
+}
+
+/// `sums[(c * RB + r) * LANES + l] += sum over steps s of d[c][s LANES + l] *
+/// x[r][s LANES + l]` for `tl` elements of each row (the last step masked).
+///
+/// # Safety
+/// The width's instruction set; each row holds `tl` readable elements;
+/// `sums` addresses `CB * RB * V::LANES` elements.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block<V: super::simd::F32x>(d: [*const f32; CB], x: [*const f32; RB], tl: usize, sums: *mut f32) {
+    // SAFETY: the caller's contract throughout.
+    unsafe {
+        let mut s: [[V; RB]; CB] =
+            std::array::from_fn(|c| std::array::from_fn(|r| V::load(sums.add((c * RB + r) * V::LANES))));
+        let full = tl / V::LANES * V::LANES;
+        let mut q = 0;
+        while q < full {
+            let dv: [V; CB] = std::array::from_fn(|c| V::load(d[c].add(q)));
+            let xv: [V; RB] = std::array::from_fn(|r| V::load(x[r].add(q)));
+            for (row, dc) in s.iter_mut().zip(dv) {
+                for (v, xr) in row.iter_mut().zip(xv) {
+                    *v = dc.mul_add(xr, *v);
+                }
+            }
+            q += V::LANES;
+        }
+        if q < tl {
+            let m = tl - q;
+            let dv: [V; CB] = std::array::from_fn(|c| V::load_range(d[c].add(q), 0, m));
+            let xv: [V; RB] = std::array::from_fn(|r| V::load_range(x[r].add(q), 0, m));
+            for (row, dc) in s.iter_mut().zip(dv) {
+                for (v, xr) in row.iter_mut().zip(xv) {
+                    *v = dc.mul_add(xr, *v);
+                }
+            }
+        }
+        for (c, row) in s.iter().enumerate() {
+            for (r, v) in row.iter().enumerate() {
+                v.store(sums.add((c * RB + r) * V::LANES));
+            }
+        }
+    }
+}
+
+/// [`block`] on 16 lanes.
+///
+/// # Safety
+/// AVX-512F; as [`block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512(d: [*const f32; CB], x: [*const f32; RB], tl: usize, sums: *mut f32) {
+    // SAFETY: the caller's contract.
+    unsafe { block::<std::arch::x86_64::__m512>(d, x, tl, sums) }
+}
