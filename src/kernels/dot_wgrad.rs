@@ -27,7 +27,7 @@
 //! these layers: its results differ in the last bits.)
 
 use super::im2col::im2col_tile;
-use super::parallel::{SharedMut, Tiling, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
+use super::parallel::{Tiling, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
 use super::sgemm::split_aligned;
 use crate::geometry::Conv2dGeometry;
 
@@ -128,9 +128,7 @@ pub(crate) fn weight_grad(
     let (c_in, c_out, cig, cog, k) = (geom.c_in(), geom.c_out(), geom.cig(), geom.cog(), geom.k_len());
     let (hw, ohw) = (geom.h() * geom.w(), geom.oh() * geom.ow());
     let groups = geom.groups();
-    let wlen = geom.weight_len();
-    let dw_ptr = SharedMut(dw.as_mut_ptr());
-    let part_ptr = SharedMut(partials.as_mut_ptr());
+    let targets = super::weight_grad::ChunkTargets::new(dw, partials, p.nchunks);
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let (g, chunk) = (task % groups, task / groups);
         let (col, rest) = split_aligned(slot, p.col_len);
@@ -188,13 +186,7 @@ pub(crate) fn weight_grad(
                 }
             }
         }
-        let target = if chunk == 0 {
-            dw_ptr.get()
-        } else {
-            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
-            // (chunk - 1) * wlen inside `partials`.
-            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
-        };
+        let target = targets.get(chunk);
         for co in 0..cog {
             for r in 0..k {
                 let (cb, c, rb, rr) = (co / CB, co % CB, r / RB, r % RB);

@@ -31,9 +31,7 @@
 //! Threads split the taps, which changes no bit.
 
 use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, SLAB_BYTES, fill_slab, fill_taps};
-use super::parallel::{
-    SharedMut, TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks,
-};
+use super::parallel::{TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
 use super::sgemm::{self, MR, NR};
 use super::winograd_simd::even_elements;
 use crate::geometry::Conv2dGeometry;
@@ -365,9 +363,7 @@ pub(crate) fn weight_grad(
     let wp = b.wp;
     b.fill_taps(geom, offs);
     let offs = &*offs;
-    let wlen = geom.weight_len();
-    let dw_ptr = SharedMut(dw.as_mut_ptr());
-    let part_ptr = SharedMut(partials.as_mut_ptr());
+    let targets = super::weight_grad::ChunkTargets::new(dw, partials, p.nchunks);
     let npanels = cog.div_ceil(NR);
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let kb = task % p.nkb;
@@ -414,13 +410,7 @@ pub(crate) fn weight_grad(
             // q_len pixels each; `acc` holds the block's sums.
             unsafe { sgemm::sum_rows_panels(r1 - r0, row, dyt, p.q_max, q_len, npanels, acc) };
         }
-        let target = if chunk == 0 {
-            dw_ptr.get()
-        } else {
-            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
-            // (chunk - 1) * wlen inside `partials`.
-            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
-        };
+        let target = targets.get(chunk);
         // SAFETY: columns r0..r1 of rows g*cog.. of this chunk's target: no
         // other task of the chunk has this (g, tap block).
         unsafe { super::weight_grad::store_sums(acc, r1 - r0, cog, target.add(g * cog * k + r0), k) };

@@ -162,7 +162,6 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
     let khkw = geom.kh() * geom.kw();
     let hw = geom.h() * geom.w();
     let ohw = geom.oh() * geom.ow();
-    let wlen = geom.weight_len();
     let pointwise = geom.is_pointwise();
     ws.scratch_mut(p.parts * p.scratch_len.max(1));
     ws.partials_mut(p.partials_len);
@@ -170,8 +169,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         &mut ws.scratch[..p.parts * p.scratch_len.max(1)],
         &mut ws.partials[..p.partials_len],
     );
-    let dw_ptr = SharedMut(dw.as_mut_ptr());
-    let part_ptr = SharedMut(partials.as_mut_ptr());
+    let targets = ChunkTargets::new(dw, partials, p.nchunks);
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, col| {
         let (task, s) = (task / p.osplits, task % p.osplits);
         let b = task % p.nblocks;
@@ -181,13 +179,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         let (co0, co1) = panel_block(s, p.osplits, cog, NR);
         let (c0, c1) = (b * p.cib, ((b + 1) * p.cib).min(cig));
         let rows = (c1 - c0) * khkw;
-        let target = if chunk == 0 {
-            dw_ptr.get()
-        } else {
-            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
-            // (chunk - 1) * wlen inside `partials`.
-            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
-        };
+        let target = targets.get(chunk);
         let mut beta = T::ZERO;
         for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
             let xb = &x[(n * c_in + g * cig + c0) * hw..(n * c_in + g * cig + c1) * hw];
@@ -260,14 +252,12 @@ fn weight_grad_packed(
     let khkw = geom.kh() * geom.kw();
     let hw = geom.h() * geom.w();
     let ohw = geom.oh() * geom.ow();
-    let wlen = geom.weight_len();
     let pointwise = geom.is_pointwise();
     let tl_max = p.tiles.max_len();
     let col_len = if pointwise { 0 } else { p.cib * khkw * tl_max };
     let dyt_len = sgemm::packed_b_len(tl_max, cog);
     let acc_len = (p.cib * khkw).div_ceil(MR) * MR * cog.div_ceil(NR) * NR;
-    let dw_ptr = SharedMut(dw.as_mut_ptr());
-    let part_ptr = SharedMut(partials.as_mut_ptr());
+    let targets = ChunkTargets::new(dw, partials, p.nchunks);
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let (task, s) = (task / p.osplits, task % p.osplits);
         let b = task % p.nblocks;
@@ -308,13 +298,7 @@ fn weight_grad_packed(
                 sgemm::sum_rows_panels(rows, |i| rows_ptr.add(i * rs), dyt, tl_max, tl, npanels, acc);
             }
         }
-        let target = if chunk == 0 {
-            dw_ptr.get()
-        } else {
-            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
-            // (chunk - 1) * wlen inside `partials`.
-            unsafe { part_ptr.get().add((chunk - 1) * wlen) }
-        };
+        let target = targets.get(chunk);
         // SAFETY: this task alone writes columns c0*khkw.. of rows
         // g*cog + co0 .. g*cog + co1 of its chunk's target (distinct (g,
         // block, output channels) within a chunk).
@@ -341,6 +325,44 @@ pub(crate) unsafe fn store_sums(acc: &[f32], rows: usize, cog: usize, dst: *mut 
     // does; `acc` holds `rows` rows of `ld >= cog` sums; the caller's
     // contract covers `dst`.
     unsafe { sgemm::transpose_f32(acc, ld, rows, cog, dst, ldd, false) };
+}
+
+/// Where each weight-gradient chunk puts its sums: `dW` itself for chunk 0,
+/// else its own buffer of `dW`'s length in `partials`, which
+/// [`add_partials`] adds into `dW` in chunk order.
+#[derive(Clone, Copy)]
+pub(crate) struct ChunkTargets<T> {
+    dw: SharedMut<T>,
+    partials: SharedMut<T>,
+    wlen: usize,
+    nchunks: usize,
+}
+
+impl<T> ChunkTargets<T> {
+    /// The targets of `nchunks` chunks; `partials` holds the buffers of
+    /// chunks 1.. (checked).
+    pub(crate) fn new(dw: &mut [T], partials: &mut [T], nchunks: usize) -> Self {
+        assert!(partials.len() >= nchunks.saturating_sub(1) * dw.len());
+        ChunkTargets {
+            dw: SharedMut(dw.as_mut_ptr()),
+            partials: SharedMut(partials.as_mut_ptr()),
+            wlen: dw.len(),
+            nchunks,
+        }
+    }
+
+    /// The first of the `dW`-sized run of elements chunk `chunk` writes.
+    /// Which of them a task may write is for its call site to argue.
+    pub(crate) fn get(&self, chunk: usize) -> *mut T {
+        assert!(chunk < self.nchunks);
+        if chunk == 0 {
+            self.dw.get()
+        } else {
+            // SAFETY: chunk >= 1 has its own buffer of `wlen` elements at
+            // (chunk - 1) * wlen inside `partials` (checked in `new`).
+            unsafe { self.partials.get().add((chunk - 1) * self.wlen) }
+        }
+    }
 }
 
 /// `dw += partials[0] + partials[1] + ...` for `count` buffers of
