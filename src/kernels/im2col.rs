@@ -812,8 +812,8 @@ unsafe fn col2im_gather_avx512(geom: &Conv2dGeometry, col: &[f32], nch: usize, p
 /// that output pixel lies in the tile (masked loads: the pixels of one tap
 /// and output row are a contiguous run of `col`). The sum is then added
 /// into `dX` once. The scatter-adds it replaces added each term into `dX`
-/// on its own: short overlapping runs of memory, which took half of
-/// lenet_c2's input gradient.
+/// on its own, in runs as short as a row (8 pixels on lenet_c2), whose
+/// bookkeeping took half of lenet_c2's input gradient.
 ///
 /// # Safety
 /// The width's instruction set; `col` holds `nch * kh * kw * (p1 - p0)`

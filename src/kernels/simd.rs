@@ -105,7 +105,8 @@ impl F32x for __m256 {
     #[inline(always)]
     unsafe fn load_range(p: *const f32, a: usize, b: usize) -> Self {
         debug_assert!(a <= b && b <= 8);
-        // Lane j of `below` is set for j < b, of `from` for j >= a.
+        // Lane j of `below` is set for j < b, of `from` for j < a: the
+        // mask keeps the lanes of `below` not in `from`, a <= j < b.
         const EDGE: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
         // SAFETY: 8 - b and 8 - a lie in 0..=8, so both 8-lane loads stay in
         // `EDGE`; the masked load reads only the set lanes a..b, which the
