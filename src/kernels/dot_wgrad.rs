@@ -27,7 +27,7 @@
 //! these layers: its results differ in the last bits.)
 
 use super::im2col::im2col_tile;
-use super::parallel::{Tiling, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
+use super::parallel::{Tiling, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
 use super::sgemm::split_aligned;
 use crate::geometry::Conv2dGeometry;
 
@@ -85,12 +85,7 @@ const LANES: usize = 16;
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     let (groups, k) = (geom.groups(), geom.k_len());
     let tiles = Tiling::for_rows::<f32>(geom, k, 1);
-    let nchunks = weight_grad_chunks(
-        WEIGHT_GRAD_UNITS.div_ceil(groups),
-        geom.n(),
-        geom.n() * tiles.ntiles,
-        geom.n() * geom.oh() * geom.ow(),
-    );
+    let nchunks = weight_grad_chunks(geom, groups, tiles.ntiles);
     let ntasks = nchunks * groups;
     let (cblocks, rblocks) = (geom.cog().div_ceil(CB), k.div_ceil(RB));
     let col_len = k * tiles.max_len();

@@ -31,7 +31,7 @@
 //! Threads split the taps, which changes no bit.
 
 use super::implicit::{self, IMPLICIT_MAX_WEIGHT_BYTES, SLAB_BYTES, fill_slab, fill_taps};
-use super::parallel::{TASKS_PER_THREAD, WEIGHT_GRAD_UNITS, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
+use super::parallel::{TASKS_PER_THREAD, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
 use super::sgemm::{self, MR, NR};
 use super::winograd_simd::even_elements;
 use crate::geometry::Conv2dGeometry;
@@ -299,12 +299,7 @@ pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     // at least MIN_CHUNK_PIXELS.
     let nch_max = (blocks.div_ceil(l2_blocks) * MR).div_ceil(khkw) + 1;
     let slabs = Slabs::new(geom, nch_max.min(geom.cig()));
-    let nchunks = weight_grad_chunks(
-        WEIGHT_GRAD_UNITS.div_ceil(groups),
-        geom.n(),
-        geom.n() * slabs.nbands,
-        geom.n() * geom.oh() * geom.ow(),
-    );
+    let nchunks = weight_grad_chunks(geom, groups, slabs.nbands);
     let want = rayon::current_num_threads() * TASKS_PER_THREAD;
     let nkb = want.div_ceil(nchunks * groups).max(l2_blocks).clamp(1, blocks);
     let kb_rows = blocks.div_ceil(nkb) * MR;

@@ -83,12 +83,15 @@ pub(crate) const WEIGHT_GRAD_UNITS: usize = 16;
 /// dilated_3x3d2's (about 1000 per band pair) within noise.
 pub(crate) const MIN_CHUNK_PIXELS: usize = 2048;
 
-/// Image chunks of a weight gradient: `want` (the units' share) where the
-/// batch has them, else whole images, or runs of the `pairs` (image, pixel
-/// tile or band) pairs of at least [`MIN_CHUNK_PIXELS`] of the batch's
-/// `pixels` where that gives more. From the geometry alone.
-pub(crate) fn weight_grad_chunks(want: usize, n: usize, pairs: usize, pixels: usize) -> usize {
-    want.min(n.max(pairs.min(pixels / MIN_CHUNK_PIXELS))).max(1)
+/// Image chunks of a weight gradient whose `units` (groups x channel blocks)
+/// each run every chunk: [`WEIGHT_GRAD_UNITS`]` / units` where the batch has
+/// them, else whole images, or runs of the (image, piece) pairs (`per_image`
+/// pixel tiles or bands per image) of at least [`MIN_CHUNK_PIXELS`] output
+/// pixels where that gives more. From the geometry alone.
+pub(crate) fn weight_grad_chunks(geom: &Conv2dGeometry, units: usize, per_image: usize) -> usize {
+    let (n, pixels) = (geom.n(), geom.n() * geom.oh() * geom.ow());
+    let want = WEIGHT_GRAD_UNITS.div_ceil(units);
+    want.min(n.max((n * per_image).min(pixels / MIN_CHUNK_PIXELS))).max(1)
 }
 
 /// The (image, piece) pairs of weight-gradient chunk `chunk` of `nchunks`,

@@ -73,12 +73,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry) -> Plan {
     // batch smaller than the units still gives them all (the 1x1: 8 images,
     // one channel block, 16 chunks of half an image), each of at least
     // MIN_CHUNK_PIXELS.
-    let nchunks = weight_grad_chunks(
-        WEIGHT_GRAD_UNITS.div_ceil(units),
-        geom.n(),
-        geom.n() * tiles.ntiles,
-        geom.n() * geom.oh() * geom.ow(),
-    );
+    let nchunks = weight_grad_chunks(geom, units, tiles.ntiles);
     // The units above fix the summation order. Where they are fewer than the
     // threads want (8 images, one channel block: the stem and the 1x1 on 16
     // threads), the output channels are cut too: that changes no sum, and
