@@ -6,8 +6,9 @@
 //! `FERROCONV_ISA=avx512|avx2|generic` forces a path (at most the detected
 //! one), so tests can run every path on one machine. The depthwise wrappers
 //! use the same scalar operations in the same order (a multiply, then an add:
-//! no fused multiply-add), only wider, so every path gives bitwise the same
-//! results there. The f32 GEMM micro-kernels ([`super::sgemm`]: 6 x 32 on
+//! no fused multiply-add), only wider, so the generic and AVX2 paths give
+//! bitwise the same results there; AVX-512F's undilated 3x3 depthwise loops
+//! ([`super::depthwise_avx512`]) fuse them and differ in the last bits. The f32 GEMM micro-kernels ([`super::sgemm`]: 6 x 32 on
 //! AVX-512F, 6 x 16 on AVX2 + FMA) run the same chain of fused multiply-adds
 //! per element, so those two agree bitwise; `generic` runs matrixmultiply
 //! instead (it picks its own kernels the same way), whose results differ in
