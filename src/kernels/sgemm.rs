@@ -800,7 +800,10 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
 /// One `mr x nr` (at most 6 x 32) block of `C` from `k` steps of 12 FMAs on
 /// 16-lane registers (AVX-512F): two adjacent `B` panels at once, the same
 /// chain of fused multiply-adds per element as [`kernel_6x16`], so both
-/// kernels give bitwise the same results.
+/// kernels give bitwise the same results. Partial blocks load and store
+/// their rows through two lane masks (they went through a copy on the
+/// stack, element by element: infer_b1's Winograd products, 49 tiles in
+/// panels of 32, are half such blocks).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -815,9 +818,15 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
     mr: usize,
     nr: usize,
 ) {
+    debug_assert!(nr <= 2 * NR && mr <= MR);
     let full = mr == MR && nr == 2 * NR;
+    // Columns j < nr of a partial block: the first panel's lanes, the second's.
+    let mask = |from: usize| -> __mmask16 {
+        let n = nr.saturating_sub(from).min(NR);
+        ((1u32 << n) - 1) as u16
+    };
+    let (m0, m1) = (mask(0), mask(NR));
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    let mut edge = [[0.0f32; 2 * NR]; MR];
     match init {
         Init::Zero => {}
         Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
@@ -851,14 +860,11 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
         }
         Init::Load => {
             for (r, row) in acc.iter_mut().enumerate().take(mr) {
-                for (j, e) in edge[r].iter_mut().enumerate().take(nr) {
-                    // SAFETY: r < mr, j < nr: inside C.
-                    *e = unsafe { *c.add(r * rsc + j) };
-                }
-                // SAFETY: `edge[r]` holds 32 f32.
+                // SAFETY: row r < mr of C; the masks read columns j < nr
+                // only (masked-off lanes are not accessed).
                 unsafe {
-                    row[0] = _mm512_loadu_ps(edge[r].as_ptr());
-                    row[1] = _mm512_loadu_ps(edge[r].as_ptr().add(NR));
+                    row[0] = _mm512_maskz_loadu_ps(m0, c.add(r * rsc));
+                    row[1] = _mm512_maskz_loadu_ps(m1, c.add(r * rsc + NR));
                 }
             }
         }
@@ -886,13 +892,10 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
         return;
     }
     for (r, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: `edge[r]` holds 32 f32; then r < mr, j < nr lie in C.
+        // SAFETY: row r < mr of C, columns j < nr (the masks).
         unsafe {
-            _mm512_storeu_ps(edge[r].as_mut_ptr(), row[0]);
-            _mm512_storeu_ps(edge[r].as_mut_ptr().add(NR), row[1]);
-            for (j, &v) in edge[r].iter().enumerate().take(nr) {
-                *c.add(r * rsc + j) = v;
-            }
+            _mm512_mask_storeu_ps(c.add(r * rsc), m0, row[0]);
+            _mm512_mask_storeu_ps(c.add(r * rsc + NR), m1, row[1]);
         }
     }
 }
