@@ -701,7 +701,8 @@ unsafe fn kernel_6x16<A: Steps, B: Steps>(
 
 /// One `mr x nr` (at most 6 x `8 V`) block of `C` from `k` steps of `6 V`
 /// FMAs (AVX2), stored at `c` (row stride `rsc`); `B`'s steps are read for
-/// their first `8 V` columns.
+/// their first `8 V` columns. Partial blocks load and store `C` through lane
+/// masks, as [`kernel_6x32_avx512`] does.
 ///
 /// # Safety
 /// As [`micro`] for one panel: `a` holds `k` steps, `b` `k` steps of `NR`
@@ -722,9 +723,12 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
 ) {
     debug_assert!(nr <= 8 * V && V <= 2);
     let full = mr == MR && nr == 8 * V;
+    // A partial block's columns j < nr: lanes of vector h where 8 h + lane < nr.
+    let masks: [__m256i; V] = std::array::from_fn(|h| {
+        let n = nr.saturating_sub(8 * h).min(8) as i32;
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    });
     let mut acc = [[_mm256_setzero_ps(); V]; MR];
-    // Edge blocks go through this buffer so that loads and stores stay in C.
-    let mut edge = [[0.0f32; NR]; MR];
     match init {
         Init::Zero => {}
         Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
@@ -750,13 +754,10 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
         }
         Init::Load => {
             for (r, row) in acc.iter_mut().enumerate().take(mr) {
-                for (j, e) in edge[r].iter_mut().enumerate().take(nr) {
-                    // SAFETY: r < mr, j < nr: inside C.
-                    *e = unsafe { *c.add(r * rsc + j) };
-                }
                 for (h, v) in row.iter_mut().enumerate() {
-                    // SAFETY: `edge[r]` holds 16 >= 8 V f32.
-                    *v = unsafe { _mm256_loadu_ps(edge[r].as_ptr().add(8 * h)) };
+                    // SAFETY: row r < mr of C; the mask reads columns j < nr
+                    // only (masked-off lanes are not accessed).
+                    *v = unsafe { _mm256_maskload_ps(c.add(r * rsc + 8 * h), masks[h]) };
                 }
             }
         }
@@ -784,15 +785,9 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
         return;
     }
     for (r, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: `edge[r]` holds 16 >= 8 V f32; then r < mr, j < nr lie
-        // in C.
-        unsafe {
-            for (h, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(edge[r].as_mut_ptr().add(8 * h), *v);
-            }
-            for (j, &v) in edge[r].iter().enumerate().take(nr) {
-                *c.add(r * rsc + j) = v;
-            }
+        for (h, v) in row.iter().enumerate() {
+            // SAFETY: row r < mr of C, columns j < nr (the mask).
+            unsafe { _mm256_maskstore_ps(c.add(r * rsc + 8 * h), masks[h], *v) };
         }
     }
 }
