@@ -1,4 +1,4 @@
-//! Depthwise 3x3 planes on AVX-512F, read in place: the stride-1,
+//! Depthwise 3x3 planes on AVX-512F (x86-64 only), read in place: the stride-1,
 //! undilated 3x3 forward plane (and with it the stride-1 input gradient,
 //! which is the forward of `dY` with the kernel flipped) and the weight
 //! gradient of one channel, f32.
@@ -45,7 +45,6 @@
 //! rows past its first; the flipped geometry of the input gradient pads
 //! `2 - p`).
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use crate::geometry::Conv2dGeometry;
@@ -71,7 +70,6 @@ impl Plane {
     pub(crate) fn of<T>(geom: &Conv2dGeometry) -> Option<Plane> {
         let (pt, pb, pl, pr) = geom.padding();
         let fits = std::mem::size_of::<T>() == 4
-            && cfg!(target_arch = "x86_64")
             && super::isa::isa() == super::isa::Isa::Avx512
             && (geom.kh(), geom.kw()) == (3, 3)
             && geom.stride() == (1, 1)
@@ -125,7 +123,6 @@ impl Cols {
 /// # Safety
 /// AVX-512F; `x` must point at a plane of at least `(iy + 1) * p.w`
 /// elements.
-#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn row_vectors(p: &Plane, x: *const f32, iy: usize, c: &Cols) -> [__m512; 3] {
     std::array::from_fn(|kx| {
@@ -181,7 +178,6 @@ impl<'a> Prefetch<'a> {
 ///
 /// # Safety
 /// AVX-512F must be available. (The extents are checked.)
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn forward_plane(
@@ -243,7 +239,6 @@ const STRIPS: usize = 2;
 /// # Safety
 /// AVX-512F; `x` a plane of `h x w`, `y` of `oh x ow` elements, `oy0 + R <=
 /// oh`.
-#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_block<const R: usize, const V: usize>(
@@ -297,7 +292,6 @@ unsafe fn forward_block<const R: usize, const V: usize>(
 ///
 /// # Safety
 /// AVX-512F must be available. (The extents are checked.)
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn weight_grad_channel(
@@ -356,7 +350,6 @@ pub(crate) unsafe fn weight_grad_channel(
 /// # Safety
 /// AVX-512F; `x` a plane of `h x w`, `dy` of `oh x ow` elements, `oy0 + R
 /// <= oh`.
-#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn wgrad_block<const R: usize>(
     p: &Plane,
@@ -386,7 +379,7 @@ unsafe fn wgrad_block<const R: usize>(
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::geometry::{Conv2dSpec, Padding};

@@ -611,6 +611,7 @@ pub(crate) fn forward<T: Element>(
     let ohw = geom.oh() * geom.ow();
     let plen = padded_len(geom);
     if plen > 0 {
+        #[cfg(target_arch = "x86_64")]
         let avx512 = depthwise_avx512::Plane::of::<T>(geom);
         let planes = geom.n() * c_out;
         let ybase = SharedMut(y.as_mut_ptr());
@@ -712,6 +713,7 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
         // `flipped_plane_geometry`), in channel order.
         let planes = geom.n() * groups;
         let plen = padded_len(&fg);
+        #[cfg(target_arch = "x86_64")]
         let avx512 = depthwise_avx512::Plane::of::<T>(&fg);
         let dxbase = SharedMut(dx.as_mut_ptr());
         assert!(dx.len() >= planes * hw);

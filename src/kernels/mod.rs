@@ -1,6 +1,7 @@
 //! The optimized kernels. Private: the public entry points in [`crate::conv`]
 //! validate every length first, so these only `debug_assert!`.
 
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod depthwise_avx512;
 pub(crate) mod direct;
 pub(crate) mod dot_wgrad;

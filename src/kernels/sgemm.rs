@@ -321,6 +321,17 @@ pub(crate) unsafe fn pack_panel_transposed(_: &[f32], _: usize, _: usize, _: usi
     unreachable!("the packed kernels run only where `available()` is true");
 }
 
+/// Stand-in for [`transpose_f32`] where there is no AVX2: never called (the
+/// packed kernels, its only callers, run only where [`available`] is true).
+///
+/// # Safety
+/// Never callable.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn transpose_f32(_: &[f32], _: usize, _: usize, _: usize, _: *mut f32, _: usize, _: bool) {
+    unreachable!("the packed kernels run only where `available()` is true");
+}
+
 /// Packs the transpose of the row-major `n x k` matrix `src` (row stride
 /// `k`) as `B` panels: `B[p][j] = src[j * k + p]`, columns past `n` zero
 /// (the implicit forward's weights, output channels as the columns).
