@@ -1,5 +1,13 @@
 //! The optimized kernels. Private: the public entry points in [`crate::conv`]
 //! validate every length first, so these only `debug_assert!`.
+//!
+//! Off x86-64 only the portable loops run (matrixmultiply and the generic
+//! compilations); the plumbing of the x86 kernels (their constants, step
+//! types, variables only their paths read) is then unused, by design.
+#![cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(dead_code, unused_imports, unused_variables, unused_mut)
+)]
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod depthwise_avx512;
