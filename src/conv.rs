@@ -32,7 +32,7 @@ pub fn conv2d_into<T: Element>(
     }
     check_len("output", geom.output_len(), y.len())?;
     if kernels::direct::eligible(geom) {
-        let scratch = ws.scratch_mut(kernels::direct::scratch_len(geom));
+        let scratch = ws.scratch_mut(kernels::direct::scratch_len::<T>(geom));
         kernels::direct::forward(geom, x, w, bias, y, scratch);
     } else {
         kernels::forward::forward(geom, x, w, bias, y, ws);
@@ -54,7 +54,7 @@ pub fn conv2d_input_grad_into<T: Element>(
     check_len("weight", geom.weight_len(), w.len())?;
     check_len("input gradient", geom.input_len(), dx.len())?;
     if kernels::direct::eligible(geom) {
-        let scratch = ws.scratch_mut(kernels::direct::scratch_len(geom));
+        let scratch = ws.scratch_mut(kernels::direct::scratch_len::<T>(geom));
         kernels::direct::input_grad(geom, dy, w, dx, scratch);
     } else {
         kernels::input_grad::input_grad(geom, dy, w, dx, ws);
@@ -77,7 +77,7 @@ pub fn conv2d_weight_grad_into<T: Element>(
     check_len("output gradient", geom.output_len(), dy.len())?;
     check_len("weight gradient", geom.weight_len(), dw.len())?;
     if kernels::direct::eligible(geom) {
-        let scratch = ws.scratch_mut(kernels::direct::scratch_len(geom));
+        let scratch = ws.scratch_mut(kernels::direct::scratch_len::<T>(geom));
         kernels::direct::weight_grad(geom, x, dy, dw, scratch);
     } else {
         kernels::weight_grad::weight_grad(geom, x, dy, dw, ws);

@@ -47,13 +47,16 @@
 
 use std::arch::x86_64::*;
 
+use rayon::prelude::*;
+
 use crate::geometry::Conv2dGeometry;
 
 /// Output rows one block computes: each loaded input vector feeds up to
 /// three of them.
 const ROWS: usize = 4;
 
-/// The extents of one plane of a geometry these loops serve.
+/// The extents of one plane of a geometry these loops serve. Made only by
+/// [`Plane::of`], so one exists only where AVX-512F is in use.
 #[derive(Clone, Copy)]
 pub(crate) struct Plane {
     h: usize,
@@ -84,6 +87,55 @@ impl Plane {
             pl,
         })
     }
+}
+
+/// The forward pass of `geom` (served: `p` from [`Plane::of`]): one task
+/// per output plane `(n, co)`, each asking for the next input plane in
+/// memory while it runs.
+pub(crate) fn forward(geom: &Conv2dGeometry, p: &Plane, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
+    let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+    y.par_chunks_mut(ohw).enumerate().for_each(|(plane, yp)| {
+        let (n, co) = (plane / c_out, plane % c_out);
+        let xi = n * c_in + co / cog;
+        let next = x.get((xi + 1) * hw..(xi + 2) * hw).unwrap_or(&[]);
+        let wk = w[co * 9..(co + 1) * 9].try_into().expect("nine taps");
+        let b = bias.map_or(0.0, |b| b[co]);
+        // SAFETY: AVX-512F (a `Plane` exists only where it is in use).
+        unsafe { forward_plane(p, &x[xi * hw..(xi + 1) * hw], wk, b, yp, false, next) };
+    });
+}
+
+/// The input gradient of `geom`, whose flipped single-plane geometry `p`
+/// serves (`super::direct`'s `flipped_plane_geometry`): `dX[n][g]` is the
+/// sum, in channel order, of the forward planes of the group's `dY[n][co]`
+/// with `W[co]` flipped. One task per input plane.
+pub(crate) fn input_grad(geom: &Conv2dGeometry, p: &Plane, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (c_out, cog, groups) = (geom.c_out(), geom.cog(), geom.groups());
+    let (hw, ohw) = (geom.h() * geom.w(), geom.oh() * geom.ow());
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        let (n, g) = (plane / groups, plane % groups);
+        for (j, co) in (g * cog..(g + 1) * cog).enumerate() {
+            let wf: [f32; 9] = std::array::from_fn(|t| w[co * 9 + 8 - t]);
+            let at = n * c_out + co;
+            // The next output channel's plane, this task's or the next one's.
+            let next = dy.get((at + 1) * ohw..(at + 2) * ohw).unwrap_or(&[]);
+            // SAFETY: AVX-512F (a `Plane` exists only where it is in use).
+            unsafe { forward_plane(p, &dy[at * ohw..(at + 1) * ohw], &wf, 0.0, dxp, j > 0, next) };
+        }
+    });
+}
+
+/// The weight gradient of `geom` (served: `p` from [`Plane::of`]): one
+/// task per output channel, over every image.
+pub(crate) fn weight_grad(geom: &Conv2dGeometry, p: &Plane, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
+    let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+    dw.par_chunks_mut(9).enumerate().for_each(|(co, dwk)| {
+        let (xs, dys) = (((co / cog) * hw, c_in * hw), (co * ohw, c_out * ohw));
+        // SAFETY: AVX-512F (a `Plane` exists only where it is in use).
+        unsafe { weight_grad_channel(p, x, xs, dy, dys, geom.n(), dwk) };
+    });
 }
 
 /// Lanes `lo .. hi` of a 16-lane mask (empty where `hi <= lo`), clamped to
@@ -144,7 +196,9 @@ fn input_row(p: &Plane, oy0: usize, i: usize) -> Option<usize> {
 }
 
 /// Asks for a slice's cache lines a share at a time: [`Prefetch::step`]
-/// covers the next `per` elements.
+/// covers the next `per` elements ([`super::prefetch_part`] as a cursor,
+/// without its two divisions per share: these loops take a share per
+/// block of a few hundred cycles).
 struct Prefetch<'a> {
     s: &'a [f32],
     per: usize,

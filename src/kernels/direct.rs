@@ -588,8 +588,13 @@ isa::dispatch!(fn forward_plane_padded<T>(geom: &Conv2dGeometry, xp: &[T], wk: &
 
 /// Scratch elements the direct passes of `geom` need on the current pool:
 /// one padded plane per worker for the stride-1 forward pass and input
-/// gradient.
-pub(crate) fn scratch_len(geom: &Conv2dGeometry) -> usize {
+/// gradient; none where [`super::depthwise_avx512`] reads the planes in
+/// place (it serves all three passes of such a geometry).
+pub(crate) fn scratch_len<T>(geom: &Conv2dGeometry) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if depthwise_avx512::Plane::of::<T>(geom).is_some() {
+        return 0;
+    }
     let f = padded_len(geom);
     let i = flipped_plane_geometry(geom).map_or(0, |fg| padded_len(&fg));
     let planes = geom.n() * geom.c_out().max(geom.c_in());
@@ -609,10 +614,13 @@ pub(crate) fn forward<T: Element>(
     let hw = geom.h() * geom.w();
     let khkw = geom.kh() * geom.kw();
     let ohw = geom.oh() * geom.ow();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = depthwise_avx512::Plane::of::<T>(geom) {
+        let bias = bias.map(|b| f32s(b));
+        return depthwise_avx512::forward(geom, &p, f32s(x), f32s(w), bias, f32s_mut(y));
+    }
     let plen = padded_len(geom);
     if plen > 0 {
-        #[cfg(target_arch = "x86_64")]
-        let avx512 = depthwise_avx512::Plane::of::<T>(geom);
         let planes = geom.n() * c_out;
         let ybase = SharedMut(y.as_mut_ptr());
         assert!(y.len() >= planes * ohw);
@@ -625,26 +633,9 @@ pub(crate) fn forward<T: Element>(
             // The plane after this one in memory: the next task's input with
             // one output channel per group.
             let next = x.get((n * c_in + g + 1) * hw..(n * c_in + g + 2) * hw).unwrap_or(&[]);
-            let xp = &x[(n * c_in + g) * hw..(n * c_in + g + 1) * hw];
-            #[cfg(target_arch = "x86_64")]
-            if let Some(p) = &avx512 {
-                // SAFETY: AVX-512F (`Plane::of`).
-                unsafe {
-                    depthwise_avx512::forward_plane(
-                        p,
-                        f32s(xp),
-                        f32s(&w[co * khkw..(co + 1) * khkw]).try_into().expect("nine taps"),
-                        bias.map_or(0.0, |b| f32s(b)[co]),
-                        f32s_mut(yp),
-                        false,
-                        f32s(next),
-                    )
-                };
-                return;
-            }
             forward_plane_padded(
                 geom,
-                xp,
+                &x[(n * c_in + g) * hw..(n * c_in + g + 1) * hw],
                 &w[co * khkw..(co + 1) * khkw],
                 bias.map_or(T::ZERO, |b| b[co]),
                 yp,
@@ -712,9 +703,11 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
         // forward convolution of dY[co] with W[co] flipped (see
         // `flipped_plane_geometry`), in channel order.
         let planes = geom.n() * groups;
-        let plen = padded_len(&fg);
         #[cfg(target_arch = "x86_64")]
-        let avx512 = depthwise_avx512::Plane::of::<T>(&fg);
+        if let Some(p) = depthwise_avx512::Plane::of::<T>(&fg) {
+            return depthwise_avx512::input_grad(geom, &p, f32s(dy), f32s(w), f32s_mut(dx));
+        }
+        let plen = padded_len(&fg);
         let dxbase = SharedMut(dx.as_mut_ptr());
         assert!(dx.len() >= planes * hw);
         run_tasks(scratch, plen, parts_for(planes), planes, |plane, pp| {
@@ -733,15 +726,6 @@ pub(crate) fn input_grad<T: Element>(geom: &Conv2dGeometry, dy: &[T], w: &[T], d
                 let next = dy
                     .get((n * c_out + co + 1) * ohw..(n * c_out + co + 2) * ohw)
                     .unwrap_or(&[]);
-                #[cfg(target_arch = "x86_64")]
-                if let Some(p) = &avx512 {
-                    let wf9: &[f32; 9] = f32s(&wf[..khkw]).try_into().expect("nine taps");
-                    // SAFETY: AVX-512F (`Plane::of`).
-                    unsafe {
-                        depthwise_avx512::forward_plane(p, f32s(dyp), wf9, 0.0, f32s_mut(dxp), j > 0, f32s(next))
-                    };
-                    continue;
-                }
                 forward_plane_padded(&fg, dyp, &wf[..khkw], T::ZERO, dxp, j > 0, pp, next);
             }
         });
@@ -1033,24 +1017,7 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
     let khkw = geom.kh() * geom.kw();
     #[cfg(target_arch = "x86_64")]
     if let Some(p) = depthwise_avx512::Plane::of::<T>(geom) {
-        let (c_in, c_out, cog) = (geom.c_in(), geom.c_out(), geom.cog());
-        let (hw, ohw) = (geom.h() * geom.w(), geom.oh() * geom.ow());
-        let (x, dy) = (f32s(x), f32s(dy));
-        f32s_mut(dw).par_chunks_mut(khkw).enumerate().for_each(|(co, dwk)| {
-            // SAFETY: AVX-512F (`Plane::of`).
-            unsafe {
-                depthwise_avx512::weight_grad_channel(
-                    &p,
-                    x,
-                    ((co / cog) * hw, c_in * hw),
-                    dy,
-                    (co * ohw, c_out * ohw),
-                    geom.n(),
-                    dwk,
-                )
-            };
-        });
-        return;
+        return depthwise_avx512::weight_grad(geom, &p, f32s(x), f32s(dy), f32s_mut(dw));
     }
     if weight_grad_padded_eligible(geom) {
         let c_out = geom.c_out();

@@ -92,7 +92,7 @@ pub(crate) fn packed_path<T>() -> bool {
 /// on the current pool.
 pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, usize) {
     if direct::eligible(geom) {
-        return (direct::scratch_len(geom), 0, 0, 0);
+        return (direct::scratch_len::<T>(geom), 0, 0, 0);
     }
     let (f_scratch, f_packed, index) = if let Some(tile) = winograd::selected::<T>(geom) {
         let p = winograd::plan::<T>(geom, tile);
