@@ -629,9 +629,57 @@ unsafe fn output_grad_tiles_avx2(p: [&[f32]; 2], dm: &mut [[f32; SEG]; NE], i0: 
     }
 }
 
+/// `dst[dw * j] = src[j]` for `j < src.len()`: one transformed output row of
+/// a dilated layer's phase put back among the other phases' columns. On
+/// AVX-512F with `dw == 2`, eight elements at a time are expanded onto the
+/// even lanes of a register and stored through a lane mask (the odd lanes,
+/// the other phase's pixels, are left alone); else one by one. Moves only.
+///
+/// # Safety
+/// `dst + dw * j` must be writable for every `j < src.len()`, and no other
+/// thread may touch those elements.
+#[inline(always)]
+pub(crate) unsafe fn store_strided<T: Element>(src: &[T], dst: *mut T, dw: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if dw == 2 && std::mem::size_of::<T>() == 4 && super::isa::isa() == super::isa::Isa::Avx512 {
+        // SAFETY: AVX-512F (checked); the caller's contract, T being f32.
+        unsafe { store_every_other_avx512(super::f32s(src), dst.cast()) };
+        return;
+    }
+    for (j, &v) in src.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { *dst.add(dw * j) = v };
+    }
+}
+
+/// [`store_strided`] with `dw = 2` on AVX-512F.
+///
+/// # Safety
+/// AVX-512F must be available; `dst + 2 * j` writable for `j < src.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_every_other_avx512(src: &[f32], dst: *mut f32) {
+    let n = src.len();
+    let mut j = 0;
+    while j < n {
+        let r = (n - j).min(8);
+        // The even lanes of the first 2r: the expand reads r elements of
+        // `src` from j, the store writes dst[2 (j + i)] for i < r.
+        let mask = (0x5555u32 & ((1u32 << (2 * r)) - 1)) as __mmask16;
+        // SAFETY: src[j .. j + r] is in bounds (r <= n - j) and only the
+        // masked lanes are read or written; dst + 2 (j + i), i < r, is
+        // writable (the caller's contract).
+        unsafe {
+            let v = _mm512_maskz_expandloadu_ps(mask, src.as_ptr().add(j));
+            _mm512_mask_storeu_ps(dst.add(2 * j), mask, v);
+        }
+        j += r;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::even_elements;
+    use super::{even_elements, store_strided};
 
     /// Every even element lands, nothing past `dst` is written, with `src`
     /// one short of the last group's 16 (the one-by-one tail) or longer (the
@@ -648,6 +696,28 @@ mod tests {
                         assert_eq!(v, (2 * j) as f32, "n {n}, extra {extra}, element {j}");
                     } else {
                         assert!(v.is_nan(), "n {n}: wrote element {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every element lands at `dw * j`, and nothing else of `dst` (the other
+    /// phases' pixels, the elements past the last) is written, for lengths
+    /// around the 8-element groups, on whichever instruction set runs.
+    #[test]
+    fn store_strided_writes_only_its_phase() {
+        for dw in 1..4 {
+            for n in 1..40 {
+                let src: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+                let mut dst = vec![f32::NAN; dw * n + 17];
+                // SAFETY: dst holds dw * (n - 1) + 1 elements and more.
+                unsafe { store_strided(&src, dst.as_mut_ptr(), dw) };
+                for (i, &v) in dst.iter().enumerate() {
+                    if i % dw == 0 && i / dw < n {
+                        assert_eq!(v, (i / dw) as f32 + 0.5, "dw {dw}, n {n}, element {i}");
+                    } else {
+                        assert!(v.is_nan(), "dw {dw}, n {n}: wrote element {i}");
                     }
                 }
             }
