@@ -472,10 +472,11 @@ struct Segment {
 /// (`py`, then `px`), then along the row (`tx`): the `dh * dw` phases of one
 /// tile row read the same input rows (every `dh`-th, interleaved) and write
 /// the same output rows, so a task covers them together and each input and
-/// output line passes through L3 once instead of once per phase. Phase-major
-/// numbering (each phase's whole sub-image in turn) measured dilated_3x3d2's
-/// forward x1.10 slower at 1 thread (median per-run ratio, 11 alternating
-/// runs), its input gradient x1.10. Undilated, the order is row-major.
+/// output line passes through L3 once instead of once per phase. Against
+/// phase-major numbering (each phase's whole sub-image in turn), this order
+/// with the stride-2 stores of [`store_strided`] measured dilated_3x3d2's
+/// forward x1.10 at 1 thread (median per-run ratio, 11 alternating runs),
+/// its input gradient x1.10. Undilated, the order is row-major.
 #[derive(Clone, Copy)]
 struct Grid {
     ntx: usize,
