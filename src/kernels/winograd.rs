@@ -407,7 +407,9 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
         ntasks,
         packed,
         parts: parts_for(ntasks),
-        scratch_len: ne * ((cin + cout) * block + 2 * PLANE_PAD) + 64,
+        // A task's `V` (unless transformed once for every split, in the
+        // packed region) and `M`.
+        scratch_len: ne * (if splits > 1 { 0 } else { cin * block + PLANE_PAD } + cout * block + PLANE_PAD) + 64,
         packed_len: ne * u_len(packed, cout, cin)
             + 64
             + if splits > 1 {
@@ -1060,16 +1062,17 @@ pub(crate) fn forward<T: Element>(
         let t1 = (t0 + block).min(p.ntiles);
         let nt = t1 - t0;
         let so = align64(s);
-        let (v, m) = s[so..so + ne * (ve + me)].split_at_mut(ne * ve);
-        let v: &[T] = if let Some(vs) = v_shared {
+        let (v, m): (&[T], &mut [T]) = if let Some(vs) = v_shared {
             // Transformed by the pass before (every channel, every task).
             // SAFETY: tile block `task`'s `ne * ve` elements of the shared
             // region, written before this pass and only read now.
-            unsafe { std::slice::from_raw_parts(vs.get().add(task * ne * ve).cast_const(), ne * ve) }
+            let v = unsafe { std::slice::from_raw_parts(vs.get().add(task * ne * ve).cast_const(), ne * ve) };
+            (v, &mut s[so..so + ne * me])
         } else {
+            let (v, m) = s[so..so + ne * (ve + me)].split_at_mut(ne * ve);
             // SAFETY: `v` is this task's own scratch of `ne * ve` elements.
             unsafe { input_block(&job, (t0, t1), 0..cin, v.as_mut_ptr()) };
-            v
+            (v, m)
         };
         for e in 0..ne {
             if p.packed {
