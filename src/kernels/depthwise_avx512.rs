@@ -234,15 +234,7 @@ impl<'a> Prefetch<'a> {
 /// AVX-512F must be available. (The extents are checked.)
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn forward_plane(
-    p: &Plane,
-    xp: &[f32],
-    wk: &[f32; 9],
-    b: f32,
-    yp: &mut [f32],
-    accumulate: bool,
-    next: &[f32],
-) {
+unsafe fn forward_plane(p: &Plane, xp: &[f32], wk: &[f32; 9], b: f32, yp: &mut [f32], accumulate: bool, next: &[f32]) {
     assert!(xp.len() >= p.h * p.w && yp.len() >= p.oh * p.ow);
     let w: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wk[t]));
     let bv = _mm512_set1_ps(b);
@@ -348,7 +340,7 @@ unsafe fn forward_block<const R: usize, const V: usize>(
 /// AVX-512F must be available. (The extents are checked.)
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn weight_grad_channel(
+unsafe fn weight_grad_channel(
     p: &Plane,
     x: &[f32],
     (x0, xstep): (usize, usize),

@@ -488,11 +488,11 @@ struct Segment {
 #[derive(Clone, Copy)]
 struct Grid {
     ntx: usize,
-    /// Tiles per phase.
-    per_phase: usize,
+    /// Tiles of one tile row of every phase (`dh * dw * ntx`).
+    per_row: usize,
     /// Phases per image row of phases (`dw`).
     pw: usize,
-    /// Tiles per image (`dh * dw * per_phase`).
+    /// Tiles per image (`nty * per_row`).
     per_image: usize,
 }
 
@@ -503,7 +503,7 @@ impl Grid {
         let (nty, ntx) = (oh.div_ceil(dh).div_ceil(m), ow.div_ceil(dw).div_ceil(m));
         Grid {
             ntx,
-            per_phase: nty * ntx,
+            per_row: dh * dw * ntx,
             pw: dw,
             per_image: dh * dw * nty * ntx,
         }
@@ -536,9 +536,7 @@ impl Iterator for Segments {
         let t = self.t;
         let g = self.grid;
         let (n, r) = (t / g.per_image, t % g.per_image);
-        // The tiles of one tile row of every phase: dh * dw * ntx.
-        let row_of_phases = g.per_image / g.per_phase * g.ntx;
-        let (ty, r) = (r / row_of_phases, r % row_of_phases);
+        let (ty, r) = (r / g.per_row, r % g.per_row);
         let (phase, tx0) = (r / g.ntx, r % g.ntx);
         let (py, px) = (phase / g.pw, phase % g.pw);
         let len = (g.ntx - tx0).min(self.t1 - t).min(SEG);
