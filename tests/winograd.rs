@@ -306,12 +306,15 @@ fn auto_picks_the_documented_path() {
     assert!(same(&auto.0, &gemm.0) && same(&auto.1, &gemm.1) && same(&auto.2, &gemm.2));
     // F(4x4, 3x3) for all three passes from 32 channels and 64 tiles of 4x4
     // (here 4 x 16), where the AVX-512F kernels run the weight gradient from
-    // 64 channels (32 on GEMM); 14x14 outputs (four 4x4 tiles covering 16
-    // per side) stay on F(2x2, 3x3), except the forward pass and input
+    // 64 channels (32 on GEMM), and the forward pass and input gradient too
+    // where the implicit forward takes them (32 on GEMM, 16 of 18 padded
+    // columns; 8 of 10 are too few); 14x14 outputs (four 4x4 tiles covering
+    // 16 per side) stay on F(2x2, 3x3), except the forward pass and input
     // gradient on AVX-512F; 2 images of 16x16 (32 tiles of 4x4) stay too.
     let avx512 = avx512_in_use();
     for (g, f4, f4_w, w_wino) in [
-        (Conv2dSpec::new(4, 32, 16, 16, 32, 3, 3), true, !avx512, !avx512),
+        (Conv2dSpec::new(4, 32, 16, 16, 32, 3, 3), !avx512, !avx512, !avx512),
+        (Conv2dSpec::new(16, 32, 8, 8, 32, 3, 3), true, !avx512, !avx512),
         (Conv2dSpec::new(4, 64, 16, 16, 64, 3, 3), true, true, true),
         (Conv2dSpec::new(4, 64, 14, 14, 64, 3, 3), avx512, false, true),
         (Conv2dSpec::new(2, 64, 16, 16, 64, 3, 3), false, false, true),
@@ -322,10 +325,12 @@ fn auto_picks_the_documented_path() {
         let wino4 = passes::<f32>(&g.algorithm(Algorithm::Winograd4x4).build().unwrap());
         let gemm = passes::<f32>(&g.algorithm(Algorithm::Gemm).build().unwrap());
         let packed = !same(&wino.0, &gemm.0) && std::env::var("FERROCONV_ISA").as_deref() != Ok("generic");
-        let want = match (packed, f4) {
-            (false, _) => &gemm,
-            (true, true) => &wino4,
-            (true, false) => &wino,
+        // Below 64 channels F(2x2, 3x3) does not run: GEMM where not F(4x4).
+        let f2 = g.build().unwrap().c_in() >= 64;
+        let want = match (packed, f4, f2) {
+            (false, _, _) | (true, false, false) => &gemm,
+            (true, true, _) => &wino4,
+            (true, false, true) => &wino,
         };
         let want_w = match (packed && w_wino, f4_w) {
             (false, _) => &gemm,

@@ -86,6 +86,15 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
     (geom.cig() as u64) * (p.chan_stride as u64) + (p.wp as u64) < u32::MAX as u64
 }
 
+/// Elements the slab holds past its last plane's rows and one more row
+/// width: the reads of the last pixel block past the band (a 16-lane panel
+/// on the packed-GEMM orientation, 48 pixels on AVX-512F's
+/// `implicit_avx512`) land in that zeroed slack.
+const SLAB_SLACK: usize = 3 * NR;
+
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(super::implicit_avx512::PIXELS <= SLAB_SLACK && NR <= SLAB_SLACK);
+
 /// How one implicit forward call is cut into tasks.
 pub(crate) struct Plan {
     pub(crate) band: usize,
@@ -114,7 +123,7 @@ fn plan_bands(geom: &Conv2dGeometry, want: usize) -> Plan {
     let nbands = oh.div_ceil(band);
     let slab_rows = band + halo;
     let chan_stride = slab_rows * wp;
-    let slab_len = geom.cig() * chan_stride + wp + NR;
+    let slab_len = geom.cig() * chan_stride + wp + SLAB_SLACK;
     let ntasks = outer * nbands;
     let parts = parts_for(ntasks);
     Plan {
@@ -302,6 +311,29 @@ pub(crate) fn forward(
             bias: bias_g,
             acc: &mut acc[..cog.div_ceil(NR) * NR * MR * IMPLICIT_QG],
         };
+        #[cfg(target_arch = "x86_64")]
+        if super::isa::isa() == super::isa::Isa::Avx512 {
+            // SAFETY: AVX-512F (`isa`); the group's panels hold k steps of
+            // cog.div_ceil(16) panels; the slab holds PIXELS elements past
+            // every tap of every pixel block (`SLAB_SLACK`); the band's
+            // output block lies inside `y` (above) and is this task's alone.
+            unsafe {
+                super::implicit_avx512::band(
+                    k,
+                    cog,
+                    band.a.as_ptr(),
+                    slab.as_ptr(),
+                    offs.as_ptr(),
+                    band.q_len,
+                    wp,
+                    ow,
+                    ohw,
+                    bias_g,
+                    y_band,
+                )
+            };
+            return;
+        }
         // SAFETY: the plan chose this path only where AVX2 and FMA run; the
         // band's output block lies inside `y` (above) and the slab covers
         // every tap of every column (`slab_len`, see `plan`).

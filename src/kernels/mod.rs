@@ -16,6 +16,8 @@ pub(crate) mod dot_wgrad;
 pub(crate) mod forward;
 pub(crate) mod im2col;
 pub(crate) mod implicit;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod implicit_avx512;
 pub(crate) mod implicit_wgrad;
 pub(crate) mod input_grad;
 pub(crate) mod isa;

@@ -213,6 +213,18 @@ pub(crate) const AUTO_MAX_WASTE_F4: usize = 9;
 /// last bits.
 pub(crate) const AUTO_MAX_WASTE_F4_AVX512: usize = 11;
 
+/// [`AUTO_MIN_CHANNELS_F4`] for the forward pass and input gradient where
+/// the AVX-512F micro-kernels run and the implicit forward takes the layer
+/// (`implicit::eligible`; for the input gradient, its flipped geometry):
+/// there the implicit forward with the pixels in the lanes
+/// (`implicit_avx512`) beats F(4x4, 3x3) at 32 channels. cifar_3x3, implicit
+/// against F(4x4) (medians of per-run ratios of alternating per-run bests):
+/// forward x1.155 (5 runs) and input gradient x1.13 at 1 thread, x1.16 and
+/// x1.10 at 2 (7 runs); resnet_3x3_56 (64 channels) 0.57 and dilated_3x3d2
+/// (64) 0.83 the other way. Between 32 and 64 no suite row measures the
+/// crossover.
+pub(crate) const AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT: usize = 64;
+
 /// [`AUTO_MIN_CHANNELS_F4`] for the weight gradient where the AVX-512F
 /// micro-kernels run: there the GEMM path wins cifar_3x3's (32 channels)
 /// weight gradient, GEMM against F(4x4, 3x3) (medians of 3 alternating
@@ -271,8 +283,26 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
 pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     match geom.algorithm() {
         Algorithm::Winograd4x4 => chosen::<T>(geom, 0, 0).then_some(Tile::F4),
-        Algorithm::Auto if auto_f4::<T>(geom, AUTO_MIN_CHANNELS_F4, max_waste_forward()) => Some(Tile::F4),
+        Algorithm::Auto if auto_f4::<T>(geom, min_channels_f4_forward::<T>(geom), max_waste_forward()) => {
+            Some(Tile::F4)
+        }
         _ => chosen::<T>(geom, AUTO_MIN_CHANNELS, AUTO_MIN_TILES).then_some(Tile::F2),
+    }
+}
+
+/// The channel limit of F(4x4, 3x3) on the forward pass and input gradient:
+/// [`AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT`] where the AVX-512F micro-kernels
+/// run and the implicit forward would take both passes, else
+/// [`AUTO_MIN_CHANNELS_F4`].
+fn min_channels_f4_forward<T>(geom: &Conv2dGeometry) -> usize {
+    let implicit_both = || {
+        super::implicit::eligible::<T>(geom)
+            && super::implicit::input_grad_geometry(geom).is_some_and(|g| super::implicit::eligible::<T>(&g))
+    };
+    if super::isa::isa() == super::isa::Isa::Avx512 && implicit_both() {
+        AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT
+    } else {
+        AUTO_MIN_CHANNELS_F4
     }
 }
 
