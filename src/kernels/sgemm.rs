@@ -249,8 +249,90 @@ pub(crate) unsafe fn pack_panel_transposed(src: &[f32], rs: usize, nch: usize, l
     if nch < NR {
         dst[..len * NR].fill(0.0);
     }
-    // SAFETY: AVX2 (the caller); dst holds len rows of NR >= nch elements.
-    unsafe { transpose_f32(src, rs, nch, len, dst.as_mut_ptr(), NR, true) };
+    let mut done = 0;
+    if nch == NR && super::isa::isa() == super::isa::Isa::Avx512 {
+        assert!(len == 0 || src.len() >= (NR - 1) * rs + len);
+        while done + NR <= len {
+            if done % 16 == 0 && done + PANEL_PREFETCH < len {
+                for r in 0..NR {
+                    // SAFETY: a prefetch never faults and only reads; the
+                    // address is inside `src` (column < len of row r).
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(r * rs + done + PANEL_PREFETCH).cast()) };
+                }
+            }
+            // SAFETY: AVX-512F (`isa`); rows r < NR, columns done..done + 16
+            // <= len of `src` (the assert); dst rows done..done + 16 (len
+            // rows of NR, the assert above).
+            unsafe { transpose16_avx512(src.as_ptr().add(done), rs, dst.as_mut_ptr().add(done * NR)) };
+            done += NR;
+        }
+    }
+    if done < len {
+        // SAFETY: AVX2 (the caller); dst holds len rows of NR >= nch elements.
+        unsafe {
+            transpose_f32(
+                &src[done..],
+                rs,
+                nch,
+                len - done,
+                dst.as_mut_ptr().add(done * NR),
+                NR,
+                true,
+            )
+        };
+    }
+}
+
+/// `dst[c * 16 + r] = src[r * rs + c]` for `r, c < 16`: a 16 x 16 register
+/// transpose (16 loads, 64 shuffles, 16 stores of whole cache lines), for
+/// full `dY^T` panels, where the 8 x 8 blocks of [`transpose_f32`] take 96
+/// shuffles and 64 half-line accesses for the same 256 elements.
+///
+/// # Safety
+/// AVX-512F must be available; `src + r * rs + c` readable and `dst + i`
+/// writable for `r, c < 16`, `i < 256`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16_avx512(src: *const f32, rs: usize, dst: *mut f32) {
+    // SAFETY: rows r < 16 of 16 elements (the contract).
+    let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * rs)) });
+    // Within each 128-bit lane L: t[2i] = rows 2i, 2i+1 interleaved at
+    // columns 4L, 4L+1; t[2i+1] at columns 4L+2, 4L+3.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // u[4i + j], lane L: column 4L + j of rows 4i .. 4i + 4.
+    let u: [__m512; 16] = std::array::from_fn(|n| {
+        let (i, j) = (n / 4, n % 4);
+        let (a, b) = (t[4 * i + j / 2], t[4 * i + 2 + j / 2]);
+        if j % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    for j in 0..4 {
+        let v1 = _mm512_shuffle_f32x4::<0x44>(u[j], u[4 + j]);
+        let v2 = _mm512_shuffle_f32x4::<0xEE>(u[j], u[4 + j]);
+        let w1 = _mm512_shuffle_f32x4::<0x44>(u[8 + j], u[12 + j]);
+        let w2 = _mm512_shuffle_f32x4::<0xEE>(u[8 + j], u[12 + j]);
+        // Column 4L + j: lane L of u[j], u[4 + j], u[8 + j], u[12 + j].
+        let cols = [
+            _mm512_shuffle_f32x4::<0x88>(v1, w1),
+            _mm512_shuffle_f32x4::<0xDD>(v1, w1),
+            _mm512_shuffle_f32x4::<0x88>(v2, w2),
+            _mm512_shuffle_f32x4::<0xDD>(v2, w2),
+        ];
+        for (l, c) in cols.into_iter().enumerate() {
+            // SAFETY: row 4l + j < 16 of the 16 x 16 destination.
+            unsafe { _mm512_storeu_ps(dst.add((4 * l + j) * 16), c) };
+        }
+    }
 }
 
 /// `dst[c * ds + r] = src[r * ss + c]` for `r < rows`, `c < cols`: 8 x 8
@@ -1167,6 +1249,38 @@ mod tests {
                         } else {
                             let tol = 4.0 * (k as f32 + 2.0) * f32::EPSILON * (k as f32 + 1.0);
                             assert!((g - w).abs() <= tol, "m={m} n={n} k={k} ({i},{j}): {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dY^T` panels against a plain loop for 1 to 16 channels and lengths
+    /// up to 100 (the 16 x 16 AVX-512F blocks and the tails after them),
+    /// with the panel poisoned past its `len` rows.
+    #[test]
+    fn panels_match_plain_loop() {
+        if !available() {
+            return;
+        }
+        let rs = 131;
+        let src: Vec<f32> = (0..NR * rs).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for nch in [1, 5, 15, 16] {
+            for len in (0..40).chain([63, 64, 65, 100]) {
+                let mut dst = vec![f32::NAN; len * NR + 2 * NR];
+                // SAFETY: AVX2 is available; src holds nch rows of rs >= len,
+                // dst len rows of NR.
+                unsafe { pack_panel_transposed(&src[..(nch.max(1) - 1) * rs + len], rs, nch, len, &mut dst) };
+                for q in 0..len + 2 {
+                    for j in 0..NR {
+                        let got = dst[q * NR + j];
+                        if q >= len {
+                            assert!(got.is_nan(), "nch {nch} len {len}: wrote ({q}, {j})");
+                        } else if j < nch {
+                            assert_eq!(got, src[j * rs + q], "nch {nch} len {len} at ({q}, {j})");
+                        } else {
+                            assert_eq!(got, 0.0, "nch {nch} len {len} at ({q}, {j})");
                         }
                     }
                 }
