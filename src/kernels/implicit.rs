@@ -23,6 +23,10 @@
 //! in order` of one fused multiply-add chain, whatever the band, so bands may
 //! follow the thread count. The stride-1 input gradient runs the same code
 //! on `dY` with the kernel flipped and transposed ([`Weights::Flipped`]).
+//!
+//! Where AVX-512F runs, the band goes to [`super::implicit_avx512`] instead:
+//! the same slab, tap table and packed weights, with the pixels in the
+//! vector lanes and the sums stored straight into `Y` (the same bits).
 
 use super::parallel::{SharedMut, TASKS_PER_THREAD, parts_for, run_tasks};
 use super::sgemm::{self, Init, MR, NR, Taps};

@@ -276,7 +276,9 @@ fn chosen<T>(geom: &Conv2dGeometry, min_c: usize, min_tiles: usize) -> bool {
 
 /// The tile the forward pass of `geom` (and its input gradient) runs
 /// Winograd with for element type `T`, if it does. Under `Auto`:
-/// F(4x4, 3x3) from [`AUTO_MIN_CHANNELS_F4`] channels and
+/// F(4x4, 3x3) from [`AUTO_MIN_CHANNELS_F4`] channels (on AVX-512F
+/// [`AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT`] where the implicit forward takes
+/// the layer) and
 /// [`AUTO_MIN_TILES_F4`] tiles where its tiles cover at most
 /// [`AUTO_MAX_WASTE_F4`] / 8 of F(2x2, 3x3)'s outputs, else F(2x2, 3x3) where
 /// [`AUTO_MIN_CHANNELS`] and [`AUTO_MIN_TILES`] allow it.
