@@ -237,8 +237,9 @@ const PANEL_PREFETCH: usize = 64;
 /// One `B` panel from `nch <= NR` rows of `src` (row stride `rs`) read
 /// transposed: `dst[q * NR + j] = src[j * rs + q]` for `q < len`, zero for
 /// `j >= nch` (the weight gradients' `dY^T` panels: rows are output
-/// channels, steps are pixels), through [`transpose_f32`] with its prefetch.
-/// Only `dst[..len * NR]` is written.
+/// channels, steps are pixels), through [`transpose_f32`] with its prefetch,
+/// or on AVX-512F, for full panels of at least 16 pixels,
+/// [`transpose16_avx512`]. Only `dst[..len * NR]` is written.
 ///
 /// # Safety
 /// AVX2 must be available.
@@ -250,10 +251,13 @@ pub(crate) unsafe fn pack_panel_transposed(src: &[f32], rs: usize, nch: usize, l
         dst[..len * NR].fill(0.0);
     }
     let mut done = 0;
-    if nch == NR && super::isa::isa() == super::isa::Isa::Avx512 {
-        assert!(len == 0 || src.len() >= (NR - 1) * rs + len);
-        while done + NR <= len {
-            if done % 16 == 0 && done + PANEL_PREFETCH < len {
+    if nch == NR && len >= NR && super::isa::isa() == super::isa::Isa::Avx512 {
+        assert!(src.len() >= (NR - 1) * rs + len);
+        while done < len {
+            // Past 16 pixels, a last block ends at the last pixel (it
+            // overlaps the one before and writes the same values again).
+            done = done.min(len - NR);
+            if done + PANEL_PREFETCH < len {
                 for r in 0..NR {
                     // SAFETY: a prefetch never faults and only reads; the
                     // address is inside `src` (column < len of row r).
