@@ -32,8 +32,9 @@ use std::arch::x86_64::*;
 
 use super::sgemm::NR;
 
-/// Output channels per block (broadcast weights).
-pub(crate) const ROWS: usize = 8;
+/// Output channels per block (broadcast weights): half a packed panel.
+const ROWS: usize = 8;
+const _: () = assert!(2 * ROWS == NR);
 
 /// 16-lane vectors of pixels per block.
 const VECS: usize = 3;
