@@ -302,19 +302,8 @@ pub(crate) fn forward(
         // SAFETY: rows g*cog.. of image n, output rows oy0..oy1 belong to
         // this task alone (tasks are distinct (n, g, band) triples).
         let y_band = unsafe { out.get().add((n * c_out + g * cog) * ohw + oy0 * ow) };
-        let mut band = Band {
-            k,
-            cog,
-            a: &packed[g * a_len..(g + 1) * a_len],
-            slab,
-            offs,
-            q_len: (oy1 - oy0) * wp,
-            wp,
-            ow,
-            ohw,
-            bias: bias_g,
-            acc: &mut acc[..cog.div_ceil(NR) * NR * MR * IMPLICIT_QG],
-        };
+        let a = &packed[g * a_len..(g + 1) * a_len];
+        let q_len = (oy1 - oy0) * wp;
         #[cfg(target_arch = "x86_64")]
         if super::isa::isa() == super::isa::Isa::Avx512 {
             // SAFETY: AVX-512F (`isa`); the group's panels hold k steps of
@@ -325,10 +314,10 @@ pub(crate) fn forward(
                 super::implicit_avx512::band(
                     k,
                     cog,
-                    band.a.as_ptr(),
+                    a.as_ptr(),
                     slab.as_ptr(),
                     offs.as_ptr(),
-                    band.q_len,
+                    q_len,
                     wp,
                     ow,
                     ohw,
@@ -338,6 +327,19 @@ pub(crate) fn forward(
             };
             return;
         }
+        let mut band = Band {
+            k,
+            cog,
+            a,
+            slab,
+            offs,
+            q_len,
+            wp,
+            ow,
+            ohw,
+            bias: bias_g,
+            acc: &mut acc[..cog.div_ceil(NR) * NR * MR * IMPLICIT_QG],
+        };
         // SAFETY: the plan chose this path only where AVX2 and FMA run; the
         // band's output block lies inside `y` (above) and the slab covers
         // every tap of every column (`slab_len`, see `plan`).
