@@ -34,6 +34,7 @@
 //! # Ok::<(), ferroconv::ConvError>(())
 //! ```
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod conv;
 pub mod data;

@@ -297,7 +297,7 @@ unsafe fn forward_block<const R: usize, const V: usize>(
     cs: &[Cols; V],
     accumulate: bool,
 ) {
-    // SAFETY (the loads and stores): output row oy0 + r < oh, each strip's
+    // SAFETY: (the loads and stores) output row oy0 + r < oh, each strip's
     // `out` lanes inside it; input rows from `input_row` (< h), as
     // `row_vectors` asks.
     unsafe {
@@ -405,7 +405,7 @@ unsafe fn wgrad_block<const R: usize>(
     c: &Cols,
     acc: &mut [__m512; 9],
 ) {
-    // SAFETY (the loads): output row oy0 + r < oh, lanes c.out inside it
+    // SAFETY: (the loads) output row oy0 + r < oh, lanes c.out inside it
     // (the others read as zero, so they add nothing); input rows from
     // `input_row`, as `row_vectors` asks.
     unsafe {

@@ -439,7 +439,7 @@ unsafe fn plane_3x3<S: F32x>(a: &Plane3x3, yp: &mut [f32]) {
     ) {
         let l = S::LANES;
         let mut acc = [[b; 2]; R];
-        // SAFETY (all pointer arithmetic below): rows oy .. oy + R + 2 of the
+        // SAFETY: (all pointer arithmetic below) rows oy .. oy + R + 2 of the
         // padded plane and columns ox .. ox + 2 l + 2 exist (oy + R <= oh,
         // ox + 2 l <= ow, the caller's contract); output rows oy .. oy + R,
         // columns ox .. ox + 2 l lie in `y`; `S`'s instruction set.

@@ -339,10 +339,10 @@ unsafe fn store_channels_avx2<const P: usize>(
     #[allow(clippy::needless_range_loop)]
     for e in 0..P {
         for t0 in (0..n).step_by(8) {
-            // SAFETY: lanes t0 .. t0 + 8 lie in each SEG-long row (t0 is a
-            // multiple of 8 below n <= SEG).
             let r: [__m256; 8] = std::array::from_fn(|c| {
                 if c < g {
+                    // SAFETY: lanes t0 .. t0 + 8 lie in each SEG-long row (t0
+                    // is a multiple of 8 below n <= SEG).
                     unsafe { _mm256_loadu_ps(rows[c][e].as_ptr().add(t0)) }
                 } else {
                     _mm256_setzero_ps()
@@ -596,9 +596,9 @@ unsafe fn output_grad_tiles_avx2(p: [&[f32]; 2], dm: &mut [[f32; SEG]; NE], i0: 
     let sign = _mm256_set1_ps(-0.0);
     let mut i = 0;
     loop {
-        // SAFETY: `i + 8 <= n`: the loads read p[a][2i .. 2i + 16], inside
-        // each row (`2(i + 8) <= 2n`).
         let q = |a: usize| {
+            // SAFETY: `i + 8 <= n`: the loads read p[a][2i .. 2i + 16],
+            // inside each row (`2(i + 8) <= 2n`).
             let (y0, y1) = unsafe {
                 let s = p[a].as_ptr().add(2 * i);
                 split(_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)))
