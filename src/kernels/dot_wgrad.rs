@@ -5,15 +5,17 @@
 //! The weight gradient is the sum, over every output pixel, of the input patch
 //! times the output delta. For group `g`, with `col_n` image `n`'s column
 //! matrix (row `r = (ci * kh + ky) * kw + kx`, column `p`: the patch element
-//! that tap `r` of pixel `p` reads, built one pixel tile at a time by
+//! that tap `r` of pixel `p` reads, built one pixel tile at a time: at
+//! stride 1 without padding run by run ([`tap_runs_avx512`]), else by
 //! [`im2col_tile`]):
 //!
 //! `dW_g[co][r] = sum over n, p of dY[n][g * cog + co][p] * col_n[r][p]`.
 //!
 //! Both operands are read along the pixels, contiguously: `dY`'s channel
-//! planes as they are, the tile's rows as built. A register block of
-//! [`CB`] output channels x [`RB`] taps keeps 20 vector sums; each step loads
-//! 4 + 5 vectors for 20 fused multiply-adds, and lane `l` of a sum adds the
+//! planes in place, the tile's rows as built (tiles of [`COL_TILE_BYTES`],
+//! which stay in L1). A register block of [`CB`] output channels x [`RB`]
+//! taps keeps 20 vector sums over the whole tile; each step loads 4 + 5
+//! vectors for 20 fused multiply-adds, and lane `l` of a sum adds the
 //! pixels `p0 + l, p0 + l + LANES, ...` of each tile in turn. No `dY^T` is
 //! packed: the implicit path ([`super::implicit_wgrad`]) transposed `dY` for
 //! every output row, which took a third of lenet_c1's pass there (20
@@ -39,10 +41,10 @@ use crate::geometry::Conv2dGeometry;
 /// between, and up to 32 the column tile of a 56x56 image is at most 392 KiB.
 pub(crate) const MAX_K: usize = 32;
 
-/// Pixels of one pass over the register blocks: the chunk's rows of `dY`
-/// and of the tile (45 rows x 512 bytes on lenet_c1) stay in L1 while each
-/// block reads them.
-const PIXEL_CHUNK: usize = 128;
+/// Bytes of one column tile: the tile's `K` rows stay in L1 (48 KiB here)
+/// beside the block's rows of `dY` while every register block passes over
+/// them (LeNet's first layer: 25 rows of 240 pixels, 23 KiB).
+const COL_TILE_BYTES: usize = 24 * 1024;
 
 /// Output channels per register block.
 const CB: usize = 4;
@@ -72,7 +74,6 @@ pub(crate) struct Plan {
     cblocks: usize,
     rblocks: usize,
     col_len: usize,
-    dy_len: usize,
     acc_len: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
@@ -84,13 +85,12 @@ const LANES: usize = 16;
 
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     let (groups, k) = (geom.groups(), geom.k_len());
-    let tiles = Tiling::for_rows::<f32>(geom, k, 1);
+    let tiles = Tiling::for_rows_in::<f32>(geom, k, 1, COL_TILE_BYTES);
     let nchunks = weight_grad_chunks(geom, groups, tiles.ntiles);
     let ntasks = nchunks * groups;
     let (cblocks, rblocks) = (geom.cog().div_ceil(CB), k.div_ceil(RB));
     let col_len = k * tiles.max_len();
     let acc_len = cblocks * rblocks * CB * RB * LANES;
-    let dy_len = geom.cog() * tiles.max_len().next_multiple_of(LANES);
     Plan {
         tiles,
         nchunks,
@@ -98,13 +98,11 @@ pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
         cblocks,
         rblocks,
         col_len,
-        dy_len,
         acc_len,
         parts: parts_for(ntasks),
-        // The column tile, the tile's rows of dY, a zero row standing in
-        // for the rows past `cog` or `K` in the last blocks, and the sums,
-        // each from a 64-byte line.
-        scratch_len: col_len + dy_len + tiles.max_len() + acc_len + 4 * LANES,
+        // The column tile, a zero row standing in for the rows past `cog`
+        // or `K` in the last blocks, and the sums, each from a 64-byte line.
+        scratch_len: col_len + tiles.max_len() + acc_len + 3 * LANES,
         partials_len: (nchunks - 1) * geom.weight_len(),
     }
 }
@@ -127,7 +125,6 @@ pub(crate) fn weight_grad(
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let (g, chunk) = (task % groups, task / groups);
         let (col, rest) = split_aligned(slot, p.col_len);
-        let (dyt, rest) = split_aligned(rest, p.dy_len);
         let (zero, rest) = split_aligned(rest, p.tiles.max_len());
         let (acc, _) = split_aligned(rest, p.acc_len);
         zero.fill(0.0);
@@ -136,48 +133,49 @@ pub(crate) fn weight_grad(
             let (p0, p1) = p.tiles.range(t);
             let tl = p1 - p0;
             let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
-            im2col_tile(geom, xg, cig, p0, p1, &mut col[..k * tl]);
-            let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
-            // The tile's pixels of dY, copied to rows that start on 64-byte
-            // lines, as the tile's do where `tl` is a multiple of 16 (a
-            // vector load across two lines costs two).
-            let tlp = tl.next_multiple_of(LANES);
-            for co in 0..cog {
-                dyt[co * tlp..co * tlp + tl].copy_from_slice(&dyg[co * ohw + p0..co * ohw + p1]);
+            let col = &mut col[..k * tl];
+            if runs_eligible(geom) {
+                // SAFETY: AVX-512F (`eligible`).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    tap_runs_avx512(geom, xg, cig, p0, p1, col)
+                };
+            } else {
+                im2col_tile(geom, xg, cig, p0, p1, col);
             }
-            let dyt = &*dyt;
-            // Row pointers: output channel co's row of dY, tap r's row of
-            // the tile; the zero row past cog or K.
+            let col = &*col;
+            let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
+            // Row pointers: output channel co's row of dY (in place), tap
+            // r's row of the tile; the zero row past cog or K.
             let dy_row = |co: usize| {
                 if co < cog {
-                    dyt[co * tlp..].as_ptr()
+                    dyg[co * ohw + p0..].as_ptr()
                 } else {
                     zero.as_ptr()
                 }
             };
             let col_row = |r: usize| if r < k { col[r * tl..].as_ptr() } else { zero.as_ptr() };
-            // Pixel chunks whose rows all stay in L1 while every block passes.
-            for q0 in (0..tl).step_by(PIXEL_CHUNK) {
-                let ql = PIXEL_CHUNK.min(tl - q0);
-                for cb in 0..p.cblocks {
-                    let d: [*const f32; CB] = std::array::from_fn(|c| dy_row(cb * CB + c).wrapping_add(q0));
-                    for rb in 0..p.rblocks {
-                        let c: [*const f32; RB] = std::array::from_fn(|r| col_row(rb * RB + r).wrapping_add(q0));
-                        let at = (cb * p.rblocks + rb) * CB * RB * LANES;
-                        let sums = acc[at..at + CB * RB * LANES].as_mut_ptr();
-                        // SAFETY: the plan chose this path only where
-                        // AVX-512F runs (`eligible`); every row holds
-                        // q0 + ql <= tl readable elements (the tile's rows
-                        // of dY and of the column tile, the zero row of
-                        // max_len >= tl); `sums` addresses CB * RB * LANES
-                        // elements of this task's scratch.
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            block_avx512(d, c, ql, sums)
-                        };
-                        #[cfg(not(target_arch = "x86_64"))]
-                        let _ = (d, c, sums);
-                    }
+            // Each register block sums the whole tile: its 4 rows of dY
+            // stay in L1 while the tile's rows pass, and its sums are
+            // loaded and stored once per tile.
+            for cb in 0..p.cblocks {
+                let d: [*const f32; CB] = std::array::from_fn(|c| dy_row(cb * CB + c));
+                for rb in 0..p.rblocks {
+                    let c: [*const f32; RB] = std::array::from_fn(|r| col_row(rb * RB + r));
+                    let at = (cb * p.rblocks + rb) * CB * RB * LANES;
+                    let sums = acc[at..at + CB * RB * LANES].as_mut_ptr();
+                    // SAFETY: the plan chose this path only where AVX-512F
+                    // runs (`eligible`); every row holds tl readable
+                    // elements (the tile's pixels of dY's planes and of the
+                    // column tile's rows, the zero row of max_len >= tl);
+                    // `sums` addresses CB * RB * LANES elements of this
+                    // task's scratch.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        block_avx512(d, c, tl, sums)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (d, c, sums);
                 }
             }
         }
@@ -196,6 +194,64 @@ pub(crate) fn weight_grad(
     });
     if p.nchunks > 1 {
         super::weight_grad::add_partials(dw, partials, p.nchunks - 1);
+    }
+}
+
+/// Whether [`tap_runs_avx512`] builds the column tiles of `geom`: stride 1
+/// and no padding, so that every tap's row is, output row by output row, a
+/// run of an input row.
+fn runs_eligible(geom: &Conv2dGeometry) -> bool {
+    geom.stride() == (1, 1) && geom.padding() == (0, 0, 0, 0)
+}
+
+/// The column tile of [`im2col_tile`] for pixels `p0..p1` (the same values)
+/// for a [`runs_eligible`] geometry: row `r = (ci * kh + ky) * kw + kx`,
+/// output row `oy`'s columns `c0..c1` copied from input row `oy + ky * dh`
+/// of channel `ci`, columns `c0 + kx * dw ..`, sixteen lanes at a time
+/// through masks. LeNet's first layer has 24-pixel runs; `im2col_tile`'s
+/// general walk took a third of its weight gradient.
+///
+/// # Safety
+/// AVX-512F must be available (every run is checked to lie inside `x` and
+/// `col`: `x` holds the `nch` planes, `col` the `nch * kh * kw x (p1 - p0)`
+/// tile).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tap_runs_avx512(geom: &Conv2dGeometry, x: &[f32], nch: usize, p0: usize, p1: usize, col: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (w, hw, ow, kh, kw) = (geom.w(), geom.h() * geom.w(), geom.ow(), geom.kh(), geom.kw());
+    let (dh, dw) = geom.dilation();
+    let tl = p1 - p0;
+    let mut p = p0;
+    while p < p1 {
+        let (oy, c0) = (p / ow, p % ow);
+        let len = (ow - c0).min(p1 - p);
+        let q = p - p0;
+        for ci in 0..nch {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = (ci * kh + ky) * kw + kx;
+                    // Stride 1, no padding: input row oy + ky*dh < h and
+                    // columns c0 + kx*dw .. + len <= w lie in the plane.
+                    let src = ci * hw + (oy + ky * dh) * w + c0 + kx * dw;
+                    let dst = r * tl + q;
+                    assert!(src + len <= x.len() && dst + len <= col.len());
+                    let mut j = 0;
+                    while j < len {
+                        let m: __mmask16 = if len - j >= LANES { !0 } else { (1u16 << (len - j)) - 1 };
+                        // SAFETY: lanes j .. min(len, j + 16) of the run,
+                        // inside `x` and `col` (checked above); masked-off
+                        // lanes are not accessed.
+                        unsafe {
+                            let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(src + j));
+                            _mm512_mask_storeu_ps(col.as_mut_ptr().add(dst + j), m, v);
+                        }
+                        j += LANES;
+                    }
+                }
+            }
+        }
+        p += len;
     }
 }
 
@@ -251,4 +307,52 @@ unsafe fn block<V: super::simd::F32x>(d: [*const f32; CB], x: [*const f32; RB], 
 unsafe fn block_avx512(d: [*const f32; CB], x: [*const f32; RB], tl: usize, sums: *mut f32) {
     // SAFETY: the caller's contract.
     unsafe { block::<std::arch::x86_64::__m512>(d, x, tl, sums) }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::geometry::{Conv2dSpec, Padding};
+
+    /// The runs give `im2col_tile`'s column tile, bit for bit, on tiles that
+    /// start and end inside output rows, with dilation and two channels;
+    /// every element of a NaN-poisoned tile is written.
+    #[test]
+    fn tap_runs_match_im2col() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for (spec, tiles) in [
+            (
+                Conv2dSpec::new(1, 2, 30, 21, 3, 3, 4).dilation(2, 2),
+                [(0, 192), (192, 390), (17, 50)],
+            ),
+            (
+                Conv2dSpec::new(1, 1, 28, 28, 20, 5, 5),
+                [(0, 576), (0, 192), (200, 397)],
+            ),
+            (
+                Conv2dSpec::new(1, 3, 9, 40, 4, 2, 3).padding(Padding::Valid),
+                [(0, 304), (33, 34), (1, 300)],
+            ),
+        ] {
+            let geom = spec.build().unwrap();
+            assert!(runs_eligible(&geom));
+            let (nch, k) = (geom.c_in(), geom.k_len());
+            let x: Vec<f32> = (0..nch * geom.h() * geom.w())
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            for (p0, p1) in tiles {
+                let tl = p1 - p0;
+                let mut want = vec![f32::NAN; k * tl];
+                im2col_tile(&geom, &x, nch, p0, p1, &mut want);
+                let mut got = vec![f32::NAN; k * tl];
+                // SAFETY: AVX-512F (checked above); `x` holds the planes,
+                // `got` the tile.
+                unsafe { tap_runs_avx512(&geom, &x, nch, p0, p1, &mut got) };
+                let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{geom:?} tile {p0}..{p1}");
+            }
+        }
+    }
 }

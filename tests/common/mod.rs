@@ -189,6 +189,12 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         // implicit weight gradient on phase planes) of two bands per image.
         s(2, 256, 100, 100, 16, 1, 1),
         s(2, 3, 160, 160, 16, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
+        // The dot-product weight gradient (K <= 32 on AVX-512F) with its
+        // tap rows copied run by run (stride 1, no padding): 2 x 3 x 4 taps
+        // dilated (2, 2) on 26 x 15 outputs, so that the 24 KiB column tiles
+        // (192 and 198 pixels) start and end inside output rows; two groups
+        // of 5 output channels (a partial 4-channel block).
+        s(3, 4, 30, 21, 10, 3, 4).dilation(2, 2).groups(2),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
