@@ -38,7 +38,8 @@ use crate::geometry::Conv2dGeometry;
 /// 37.3 GFLOP/s at 1 thread against the implicit path (per-run ratio median
 /// 1.18, 9 alternating runs) and 55.4 -> 69.9 at 2. The next suite layer,
 /// cifar_3x3 (288), is far above; no suite row measures the crossover
-/// between, and up to 32 the column tile of a 56x56 image is at most 392 KiB.
+/// between. (Session 17 made lenet_c1's x1.39 faster again; the
+/// crossover was not measured again.)
 pub(crate) const MAX_K: usize = 32;
 
 /// Bytes of one column tile: the tile's `K` rows stay in L1 (48 KiB here)
