@@ -135,15 +135,15 @@ pub(crate) fn weight_grad(
             let tl = p1 - p0;
             let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
             let col = &mut col[..k * tl];
+            #[cfg(target_arch = "x86_64")]
             if runs_eligible(geom) {
                 // SAFETY: AVX-512F (`eligible`).
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    tap_runs_avx512(geom, xg, cig, p0, p1, col)
-                };
+                unsafe { tap_runs_avx512(geom, xg, cig, p0, p1, col) };
             } else {
                 im2col_tile(geom, xg, cig, p0, p1, col);
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            im2col_tile(geom, xg, cig, p0, p1, col);
             let col = &*col;
             let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
             // Row pointers: output channel co's row of dY (in place), tap
