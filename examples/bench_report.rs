@@ -17,7 +17,11 @@
 //! (one image and group). The passes at each thread count and the sgemm are
 //! timed round-robin in turns of a few back-to-back calls (the first two of
 //! each turn untimed, so every pool is timed awake, as in a training loop and in
-//! PyTorch's timing loop), so all see the same machine state. sgemm runs single-threaded, so the ratio is
+//! PyTorch's timing loop), so all see the same machine state. With `--back-to-back`
+//! each of them is timed instead as `shared/compare/torch_suite.py` times PyTorch:
+//! one warm-up call, then calls back to back for the budget (at least 5, at most
+//! 200), the median; `scripts/side_by_side.sh` uses it, so that both libraries
+//! are timed with their caches in the same state. sgemm runs single-threaded, so the ratio is
 //! given at 1 thread and the last column shows the thread scaling instead. It also
 //! reports the peak extra heap of one forward call per row (a counting global
 //! allocator: scratch, matrixmultiply's packing buffers, everything).
@@ -147,6 +151,8 @@ usage: bench_report [options]
   --threads LIST   thread counts, e.g. 1,2,16 (default 1 and all cores)
   --only ROWS      comma-separated suite rows (default all)
   --no-naive       skip the naive reference timings
+  --back-to-back   time each cell in its own loop of back-to-back calls, as
+                   torch_suite.py times PyTorch (default: round-robin turns)
   --csv PATH       write the measured cells as CSV
   --torch PATH     add PyTorch's figures (torch_suite.py CSV) side by side
   --svg PATH       draw the bar chart (with --torch)
@@ -171,7 +177,7 @@ fn main() {
     while let Some(a) = rest.next() {
         if VALUED.contains(&a.as_str()) {
             rest.next();
-        } else if a != "--no-naive" {
+        } else if a != "--no-naive" && a != "--back-to-back" {
             eprintln!("unknown option {a}\n{USAGE}");
             std::process::exit(2);
         }
@@ -185,6 +191,7 @@ fn main() {
     let budget: f64 = opt("--seconds").map_or(0.5, |s| s.parse().expect("--seconds takes a number"));
     let only: Vec<String> = opt("--only").map_or(Vec::new(), |s| s.split(',').map(String::from).collect());
     let naive = !args.iter().any(|a| a == "--no-naive");
+    let back_to_back = args.iter().any(|a| a == "--back-to-back");
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let thread_counts: Vec<usize> = opt("--threads").map_or(if all > 1 { vec![1, all] } else { vec![1] }, |s| {
         s.split(',')
@@ -283,7 +290,11 @@ fn main() {
                 .collect();
             let mut fs: Vec<&mut dyn FnMut()> = runners.iter_mut().map(|r| &mut **r as &mut dyn FnMut()).collect();
             fs.push(&mut gemm);
-            let mut med = round_robin_medians(&mut fs, budget);
+            let mut med = if back_to_back {
+                fs.iter_mut().map(|f| median(f, 5, budget)).collect()
+            } else {
+                round_robin_medians(&mut fs, budget)
+            };
             let gemm_s = med.pop().expect("sgemm median");
             drop(fs);
             drop(runners);

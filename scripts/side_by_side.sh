@@ -4,6 +4,9 @@
 # threads) and then ferroconv's (bench_report --only ROW), so that the two
 # figures of a ratio are taken seconds apart, not minutes (this machine's
 # speed drifts by 2x over minutes). Then one table and bar chart from both.
+# Both libraries are timed the same way: each cell in its own loop of
+# back-to-back calls after a warm-up call, the median (torch_suite.py's loop,
+# bench_report --back-to-back).
 #
 # Usage: scripts/side_by_side.sh [OUT_DIR]   (default side_by_side/)
 # Environment: SHARED (default ../shared), THREADS (default 1,2),
@@ -23,7 +26,7 @@ echo "shape,pass,threads,median_ms,gflops" > "$out/torch.csv"
 for row in $(grep -v '^#' benches/bench-shapes.csv | cut -d, -f1); do
     python3 "$shared/compare/torch_suite.py" benches/bench-shapes.csv --threads "$threads" \
         --seconds "${TORCH_SECONDS:-0.5}" --only "$row" | tail -n +2 >> "$out/torch.csv"
-    "$bin" --seconds "${OURS_SECONDS:-0.7}" --no-naive --threads "$threads" --only "$row" \
+    "$bin" --seconds "${OURS_SECONDS:-0.7}" --no-naive --back-to-back --threads "$threads" --only "$row" \
         --csv "$out/row.csv" > /dev/null
     cat "$out/row.csv" >> "$out/ferroconv.csv"
     echo "$row done" >&2
