@@ -1,14 +1,25 @@
 //! Times one LeNet training step at batch 64 (forward, cross-entropy,
 //! backward, SGD momentum) like the last line of `shared/compare/torch_lenet.py`:
-//! the median of 50 steps after 5 warm-up steps, on the first 64 digits.
+//! the model is first trained for `--epochs` epochs (default 1, what
+//! `scripts/compare_lenet.sh` asks of `torch_lenet.py`) on the 4,000-digit
+//! training split in shuffled batches, then the median of 50 steps after 5
+//! warm-up steps on the split's first 64 digits is printed.
 //!
-//! `cargo run --release --example lenet_step [-- --threads 1,2] [--steps 50]`
+//! Why the epochs first: trained from its initialization on one batch, a model
+//! fits that batch within a few dozen steps, its gradients then underflow into
+//! subnormal floats, and on Intel CPUs every multiply-add that meets one takes
+//! a slow path. PyTorch and ferroconv both slow down 2-4x there (PyTorch 53-56
+//! ms a step from initialization against 24 ms with `torch.set_flush_denormal`,
+//! 1 thread). Timing both after the same training compares like with like.
+//!
+//! `cargo run --release --example lenet_step [-- --threads 1,2] [--steps 50] [--epochs 1]`
 
 use std::time::Instant;
 
 use ferroconv::data::Dataset;
 use ferroconv::nn::*;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,17 +27,33 @@ fn main() {
     let threads: Vec<usize> =
         opt_arg("--threads").map_or(vec![1, 2], |s| s.split(',').map(|t| t.parse().unwrap()).collect());
     let steps: usize = opt_arg("--steps").map_or(50, |s| s.parse().unwrap());
+    let epochs: usize = opt_arg("--epochs").map_or(1, |s| s.parse().unwrap());
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
-    let data = Dataset::mnist_csv(path).expect("data/mnist_5k.csv.gz");
+    let (train, _) = Dataset::mnist_csv(path)
+        .expect("data/mnist_5k.csv.gz")
+        .shuffled(0)
+        .split(4000);
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
         pool.install(|| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(0);
             let mut model = lenet(&mut rng).unwrap();
             let mut opt = Sgd::new(0.01).unwrap().momentum(0.9).unwrap();
-            let idx: Vec<usize> = (0..64).collect();
             let (mut x, mut y, mut d) = (Tensor::empty(), Vec::new(), Tensor::empty());
-            data.batch(&idx, &mut x, &mut y);
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            for _ in 0..epochs {
+                order.shuffle(&mut rng);
+                for idx in order.chunks(64) {
+                    train.batch(idx, &mut x, &mut y);
+                    let logits = model.forward(&x).unwrap();
+                    softmax_cross_entropy(logits, &y, &mut d).unwrap();
+                    model.zero_grad();
+                    model.backward(&x, &d).unwrap();
+                    opt.step(&mut model);
+                }
+            }
+            let idx: Vec<usize> = (0..64).collect();
+            train.batch(&idx, &mut x, &mut y);
             let mut ts = Vec::new();
             for i in 0..steps + 5 {
                 let t0 = Instant::now();
