@@ -40,16 +40,19 @@ fn main() {
             let mut model = lenet(&mut rng).unwrap();
             let mut opt = Sgd::new(0.01).unwrap().momentum(0.9).unwrap();
             let (mut x, mut y, mut d) = (Tensor::empty(), Vec::new(), Tensor::empty());
+            let mut step = |x: &Tensor<f32>, y: &[usize]| {
+                let logits = model.forward(x).unwrap();
+                softmax_cross_entropy(logits, y, &mut d).unwrap();
+                model.zero_grad();
+                model.backward(x, &d).unwrap();
+                opt.step(&mut model);
+            };
             let mut order: Vec<usize> = (0..train.len()).collect();
             for _ in 0..epochs {
                 order.shuffle(&mut rng);
                 for idx in order.chunks(64) {
                     train.batch(idx, &mut x, &mut y);
-                    let logits = model.forward(&x).unwrap();
-                    softmax_cross_entropy(logits, &y, &mut d).unwrap();
-                    model.zero_grad();
-                    model.backward(&x, &d).unwrap();
-                    opt.step(&mut model);
+                    step(&x, &y);
                 }
             }
             let idx: Vec<usize> = (0..64).collect();
@@ -57,11 +60,7 @@ fn main() {
             let mut ts = Vec::new();
             for i in 0..steps + 5 {
                 let t0 = Instant::now();
-                let logits = model.forward(&x).unwrap();
-                softmax_cross_entropy(logits, &y, &mut d).unwrap();
-                model.zero_grad();
-                model.backward(&x, &d).unwrap();
-                opt.step(&mut model);
+                step(&x, &y);
                 if i >= 5 {
                     ts.push(t0.elapsed().as_secs_f64());
                 }
