@@ -5,7 +5,7 @@
 # figures of a ratio are taken seconds apart, not minutes (this machine's
 # speed drifts by 2x over minutes). Then one table and bar chart from both.
 # Both libraries are timed the same way: each cell in its own loop of
-# back-to-back calls after a warm-up call, the median (torch_suite.py's loop,
+# back-to-back calls after two warm-up calls, the median (torch_suite.py's loop,
 # bench_report --back-to-back).
 #
 # Usage: scripts/side_by_side.sh [OUT_DIR]   (default side_by_side/)
