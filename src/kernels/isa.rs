@@ -63,6 +63,13 @@ pub(crate) fn avx2_f32<T>() -> bool {
     cfg!(target_arch = "x86_64") && std::mem::size_of::<T>() == 4 && isa() >= Isa::Avx2
 }
 
+/// Whether the explicit f32 AVX-512F loops run for element type `T`: `T` is
+/// f32 and the instruction set in use ([`isa`]) is AVX-512F.
+#[inline(always)]
+pub(crate) fn avx512_f32<T>() -> bool {
+    cfg!(target_arch = "x86_64") && std::mem::size_of::<T>() == 4 && isa() == Isa::Avx512
+}
+
 /// Defines `$name`, which runs the `#[inline(always)]` generic function
 /// `$body` compiled for the instruction set of [`isa`].
 macro_rules! dispatch {
