@@ -702,7 +702,14 @@ fn wide_kernel() -> bool {
 /// One `mr x nr` block of `C` (`mr <= MR`, `nr <= NR * panels_per_call()`)
 /// from `k` steps: `A` from `a`, columns `0..16` of `B` from the panel at
 /// `b0`, columns `16..32` from the panel at `b1` (pass `b1 = b0` when there
-/// is no second panel). Stored at `c` (row stride `rsc`).
+/// is no second panel). Stored at `c` (row stride `rsc`). A block of
+/// `mr < MR` rows runs a kernel compiled for that many rows, so the panel's
+/// zero rows cost no fused multiply-adds (down_3x3s2's 128 output channels
+/// are 21 panels of 6 and one of 2). Per call, against running all `MR`
+/// rows: down_3x3s2's forward 1.019-1.030, lenet_c2's (50 channels)
+/// 1.017-1.036, resnet_1x1_56's (64) 1.013-1.041, 1 thread; rows whose
+/// channels are multiples of 6 or that run other paths, unchanged. Each
+/// element's chain of fused multiply-adds is the same, so are the bits.
 ///
 /// # Safety
 /// [`available`] must be true; `a` must hold `k` steps, `b0` and `b1` `k`
@@ -723,26 +730,61 @@ pub(crate) unsafe fn micro<A: Steps>(
     mr: usize,
     nr: usize,
 ) {
+    // A block of fewer than MR rows (a layer's last output channels: 128 =
+    // 21 * 6 + 2) runs a kernel of that many rows, whose unused rows cost
+    // no fused multiply-adds.
+    macro_rules! rows {
+        ($kernel:ident $(::<$($g:ty),*>)?, $($arg:expr),*) => {
+            match mr {
+                MR => $kernel::<$($($g,)*)? MR>($($arg),*),
+                5 => $kernel::<$($($g,)*)? 5>($($arg),*),
+                4 => $kernel::<$($($g,)*)? 4>($($arg),*),
+                3 => $kernel::<$($($g,)*)? 3>($($arg),*),
+                2 => $kernel::<$($($g,)*)? 2>($($arg),*),
+                _ => $kernel::<$($($g,)*)? 1>($($arg),*),
+            }
+        };
+    }
+    debug_assert!((1..=MR).contains(&mr));
     if wide_kernel() {
-        // SAFETY: AVX-512F detected; the operands as the caller guarantees.
+        // SAFETY: AVX-512F detected; the operands as the caller guarantees;
+        // each kernel computes the block's first `mr` rows.
         unsafe {
             if nr > NR {
-                kernel_6x32_avx512(k, a, b0, b1, init, c, rsc, mr, nr);
+                rows!(kernel_6x32_avx512::<A>, k, a, b0, b1, init, c, rsc, nr);
             } else {
-                kernel_6x16_avx512(k, a, b0, init, c, rsc, mr, nr);
+                rows!(kernel_6x16_avx512::<A>, k, a, b0, init, c, rsc, nr);
             }
         }
         return;
     }
     // SAFETY: AVX2 and FMA (`available`); the operands as the caller guarantees.
     unsafe {
-        kernel_6x16(k, a, Packed::<NR>(b0), init, c, rsc, mr, nr.min(NR));
+        rows!(
+            kernel_6x16::<A, Packed<NR>>,
+            k,
+            a,
+            Packed::<NR>(b0),
+            init,
+            c,
+            rsc,
+            nr.min(NR)
+        );
         if nr > NR {
             let init = match init {
                 Init::ColBias(bias) => Init::ColBias(bias.add(NR)),
                 other => other,
             };
-            kernel_6x16(k, a, Packed::<NR>(b1), init, c.add(NR), rsc, mr, nr - NR);
+            rows!(
+                kernel_6x16::<A, Packed<NR>>,
+                k,
+                a,
+                Packed::<NR>(b1),
+                init,
+                c.add(NR),
+                rsc,
+                nr - NR
+            );
         }
     }
 }
@@ -764,7 +806,7 @@ fn prefetch_block(c: *mut f32, rsc: usize, mr: usize, nr: usize) {
     }
 }
 
-/// One `mr x nr` (at most 6 x 16) block of `C` on AVX2: [`kernel_6xv`]
+/// One `R x nr` (at most 6 x 16) block of `C` on AVX2: [`kernel_6xv`]
 /// with two vectors per row, or one where `nr <= 8` (a panel's last
 /// columns: infer_b1's 49th tile, lenet_c2's 49th and 50th output channels)
 /// so that the empty half costs no fused multiply-adds. Each element's chain
@@ -776,27 +818,26 @@ fn prefetch_block(c: *mut f32, rsc: usize, mr: usize, nr: usize) {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_6x16<A: Steps, B: Steps>(
+unsafe fn kernel_6x16<A: Steps, B: Steps, const R: usize>(
     k: usize,
     a: A,
     b: B,
     init: Init,
     c: *mut f32,
     rsc: usize,
-    mr: usize,
     nr: usize,
 ) {
     // SAFETY: the caller's guarantees, passed on.
     unsafe {
         if nr <= 8 {
-            kernel_6xv::<A, B, 1>(k, a, b, init, c, rsc, mr, nr)
+            kernel_6xv::<A, B, 1, R>(k, a, b, init, c, rsc, nr)
         } else {
-            kernel_6xv::<A, B, 2>(k, a, b, init, c, rsc, mr, nr)
+            kernel_6xv::<A, B, 2, R>(k, a, b, init, c, rsc, nr)
         }
     }
 }
 
-/// One `mr x nr` (at most 6 x `8 V`) block of `C` from `k` steps of `6 V`
+/// One `R x nr` (at most 6 x `8 V`) block of `C` from `k` steps of `R V`
 /// FMAs (AVX2), stored at `c` (row stride `rsc`); `B`'s steps are read for
 /// their first `8 V` columns. Partial blocks load and store `C` through lane
 /// masks, as [`kernel_6x32_avx512`] does.
@@ -808,16 +849,17 @@ unsafe fn kernel_6x16<A: Steps, B: Steps>(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
+unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize, const R: usize>(
     k: usize,
     a: A,
     b: B,
     init: Init,
     c: *mut f32,
     rsc: usize,
-    mr: usize,
     nr: usize,
 ) {
+    // The block's rows: R of them, at most MR.
+    let mr = R;
     debug_assert!(nr <= 8 * V && V <= 2);
     let full = mr == MR && nr == 8 * V;
     // A partial block's columns j < nr: lanes of vector h where 8 h + lane < nr.
@@ -831,7 +873,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
         Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
         Init::RowBias(bias) => {
             prefetch_block(c, rsc, mr, nr);
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 // SAFETY: the caller provides MR bias values.
                 *row = [unsafe { _mm256_broadcast_ss(&*bias.add(r)) }; V];
             }
@@ -842,7 +884,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
             acc = [v; MR];
         }
         Init::Load if full => {
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 for (h, v) in row.iter_mut().enumerate() {
                     // SAFETY: a full block: row r, columns 0..8 V lie in C.
                     *v = unsafe { _mm256_loadu_ps(c.add(r * rsc + 8 * h)) };
@@ -864,7 +906,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
         unsafe {
             let bp = b.at(p);
             let bv: [__m256; V] = std::array::from_fn(|h| _mm256_loadu_ps(bp.add(8 * h)));
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 let av = _mm256_broadcast_ss(&*a.elem(p, r));
                 for (v, &b) in row.iter_mut().zip(&bv) {
                     *v = _mm256_fmadd_ps(av, b, *v);
@@ -873,7 +915,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
         }
     }
     if full {
-        for (r, row) in acc.iter().enumerate() {
+        for (r, row) in acc.iter().enumerate().take(R) {
             for (h, v) in row.iter().enumerate() {
                 // SAFETY: a full block, as above.
                 unsafe { _mm256_storeu_ps(c.add(r * rsc + 8 * h), *v) };
@@ -889,7 +931,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
     }
 }
 
-/// One `mr x nr` (at most 6 x 32) block of `C` from `k` steps of 12 FMAs on
+/// One `R x nr` (at most 6 x 32) block of `C` from `k` steps of `2 R` FMAs on
 /// 16-lane registers (AVX-512F): two adjacent `B` panels at once, the same
 /// chain of fused multiply-adds per element as [`kernel_6x16`], so both
 /// kernels give bitwise the same results. Partial blocks load and store
@@ -899,7 +941,7 @@ unsafe fn kernel_6xv<A: Steps, B: Steps, const V: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_6x32_avx512<A: Steps>(
+unsafe fn kernel_6x32_avx512<A: Steps, const R: usize>(
     k: usize,
     a: A,
     b0: *const f32,
@@ -907,9 +949,10 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
     init: Init,
     c: *mut f32,
     rsc: usize,
-    mr: usize,
     nr: usize,
 ) {
+    // The block's rows: R of them, at most MR.
+    let mr = R;
     debug_assert!(nr <= 2 * NR && mr <= MR);
     let full = mr == MR && nr == 2 * NR;
     // Columns j < nr of a partial block: the first panel's lanes, the second's.
@@ -924,7 +967,7 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
         Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
         Init::RowBias(bias) => {
             prefetch_block(c, rsc, mr, nr);
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 // SAFETY: the caller provides MR bias values.
                 *row = [unsafe { _mm512_set1_ps(*bias.add(r)) }; 2];
             }
@@ -942,7 +985,7 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
             acc = [[v0, v1]; MR];
         }
         Init::Load if full => {
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 // SAFETY: a full block: row r, columns 0..32 lie in C.
                 unsafe {
                     row[0] = _mm512_loadu_ps(c.add(r * rsc));
@@ -966,7 +1009,7 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
         unsafe {
             let z0 = _mm512_loadu_ps(b0.add(p * NR));
             let z1 = _mm512_loadu_ps(b1.add(p * NR));
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 let av = _mm512_set1_ps(*a.elem(p, r));
                 row[0] = _mm512_fmadd_ps(av, z0, row[0]);
                 row[1] = _mm512_fmadd_ps(av, z1, row[1]);
@@ -974,7 +1017,7 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
         }
     }
     if full {
-        for (r, row) in acc.iter().enumerate() {
+        for (r, row) in acc.iter().enumerate().take(R) {
             // SAFETY: a full block, as above.
             unsafe {
                 _mm512_storeu_ps(c.add(r * rsc), row[0]);
@@ -992,7 +1035,7 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
     }
 }
 
-/// One `mr x nr` (at most 6 x 16) block of `C` from `k` steps of 6 FMAs on
+/// One `R x nr` (at most 6 x 16) block of `C` from `k` steps of `R` FMAs on
 /// 16-lane registers (AVX-512F): the blocks of one `B` panel that
 /// [`kernel_6x32_avx512`] would run half empty (the Winograd products of 16
 /// tiles, a last odd panel). Partial rows load and store through a lane
@@ -1001,16 +1044,17 @@ unsafe fn kernel_6x32_avx512<A: Steps>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_6x16_avx512<A: Steps>(
+unsafe fn kernel_6x16_avx512<A: Steps, const R: usize>(
     k: usize,
     a: A,
     b: *const f32,
     init: Init,
     c: *mut f32,
     rsc: usize,
-    mr: usize,
     nr: usize,
 ) {
+    // The block's rows: R of them, at most MR.
+    let mr = R;
     debug_assert!(nr <= NR && mr <= MR);
     let mask: __mmask16 = if nr >= NR { !0 } else { (1u16 << nr) - 1 };
     let mut acc = [_mm512_setzero_ps(); MR];
@@ -1019,7 +1063,7 @@ unsafe fn kernel_6x16_avx512<A: Steps>(
         Init::ZeroCold => prefetch_block(c, rsc, mr, nr),
         Init::RowBias(bias) => {
             prefetch_block(c, rsc, mr, nr);
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 // SAFETY: the caller provides MR bias values.
                 *row = unsafe { _mm512_set1_ps(*bias.add(r)) };
             }
@@ -1040,7 +1084,7 @@ unsafe fn kernel_6x16_avx512<A: Steps>(
         // SAFETY: step p of the operands: MR elements of A, NR of the panel.
         unsafe {
             let z = _mm512_loadu_ps(b.add(p * NR));
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(R) {
                 *row = _mm512_fmadd_ps(_mm512_set1_ps(*a.elem(p, r)), z, *row);
             }
         }
