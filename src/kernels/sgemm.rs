@@ -545,6 +545,31 @@ unsafe fn gemm_avx2(
     rsc: usize,
     start: Start,
 ) {
+    // A last panel of one or two columns (infer_b1's 49 Winograd tiles: 48
+    // + 1) goes to `column_tail` instead of a micro-kernel block.
+    let tail = n % NR;
+    if tail > 0 && tail <= TAIL_COLUMNS {
+        let main = n - tail;
+        // SAFETY: the caller's contract for the first `main` columns, and
+        // for the last `tail` (panel main / NR of B, columns main.. of C).
+        unsafe {
+            if main > 0 {
+                gemm_avx2(m, main, k, a, a_stride, b, b_stride, c, rsc, start);
+            }
+            column_tail(
+                m,
+                k,
+                a,
+                a_stride,
+                b.add(main / NR * b_stride),
+                tail,
+                c.add(main),
+                rsc,
+                start,
+            );
+        }
+        return;
+    }
     let nk = k.div_ceil(KC).max(1);
     let mpanels = m.div_ceil(MR);
     let npanels = n.div_ceil(NR);
@@ -579,6 +604,152 @@ unsafe fn gemm_avx2(
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Most columns [`gemm`] leaves past its last whole `B` panel to
+/// [`column_tail`] rather than to a micro-kernel block of that panel.
+/// Such a block costs the 6 x 16 kernel's six fused multiply-adds per step
+/// (or, beside a whole panel, doubles the 6 x 32 kernel's); `column_tail`
+/// costs one per column and `A` panel. infer_b1_3x3's forward and input
+/// gradient (49 tiles per position) measured 1.16-1.17 per call with the
+/// 49th column dropped (a bound: wrong results); see `column_tail` for the
+/// kept figures. Two: at six panels, two columns' accumulators take
+/// twelve of AVX2's sixteen registers. Wider tails stay on the
+/// micro-kernels (no suite row has one, so no crossover was measured).
+const TAIL_COLUMNS: usize = 2;
+
+/// `C[.., 0..cols] = A * B[.., 0..cols]` (as [`gemm`] with `start`) for the
+/// first `cols <= TAIL_COLUMNS` columns of one `B` panel (at `b`): the `A`
+/// panels' six rows in the lanes, each column's element broadcast, so a
+/// step costs one fused multiply-add per `A` panel and column (six panels
+/// at a time: six chains in flight per column). Each element's chain is the
+/// one the micro-kernels run (from zero, its row bias or `C`, then every
+/// step in order), so the bits are the same.
+///
+/// It reads all of `A` for one or two columns, so it is bound by `A`'s
+/// trip from L2: a 256 x 256 x 1 product took 8.0 us against the 6 x 16
+/// kernel's 21.2 (in cache, best of 100); 256 x 256 x 49, 65.0 against
+/// 73.0 us. Per call, infer_b1_3x3 (49 tiles per Winograd position):
+/// forward 1.029 / 1.054 at 1 / 2 threads, input gradient 1.054 / 1.067.
+///
+/// # Safety
+/// As [`gemm`] for an `m x cols` block: `a` holds `ceil(m / MR)` panels
+/// `a_stride` apart of `k` steps, `b` one panel of `k` steps, `C`'s rows
+/// `rsc` apart hold `cols` writable (readable with `Start::Accumulate`)
+/// elements; with `Start::RowBias`, `m` rounded up to `MR` bias values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn column_tail(
+    m: usize,
+    k: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    cols: usize,
+    c: *mut f32,
+    rsc: usize,
+    start: Start,
+) {
+    const G: usize = 6;
+    let mpanels = m.div_ceil(MR);
+    for ip in (0..mpanels).step_by(G) {
+        let g = G.min(mpanels - ip);
+        // SAFETY: panels ip..ip + g of A, the caller's contract for the rest.
+        unsafe {
+            match (g, cols) {
+                (G, 1) => column_block::<G, 1>(m, k, a, a_stride, ip, b, c, rsc, start),
+                (G, _) => column_block::<G, 2>(m, k, a, a_stride, ip, b, c, rsc, start),
+                (_, 1) => column_block::<1, 1>(m, k, a, a_stride, ip, b, c, rsc, start),
+                _ => column_block::<1, 2>(m, k, a, a_stride, ip, b, c, rsc, start),
+            }
+        }
+        if g < G {
+            // The last panels one at a time (the single-panel block above
+            // ran panel ip).
+            for jp in ip + 1..ip + g {
+                // SAFETY: as above, panel jp < mpanels.
+                unsafe {
+                    if cols == 1 {
+                        column_block::<1, 1>(m, k, a, a_stride, jp, b, c, rsc, start)
+                    } else {
+                        column_block::<1, 2>(m, k, a, a_stride, jp, b, c, rsc, start)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`column_tail`] for `A` panels `ip .. ip + P` and columns `0..COLS`.
+///
+/// # Safety
+/// As [`column_tail`], with panels `ip .. ip + P` inside `A`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn column_block<const P: usize, const COLS: usize>(
+    m: usize,
+    k: usize,
+    a: *const f32,
+    a_stride: usize,
+    ip: usize,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    start: Start,
+) {
+    // Lanes 0..MR of a panel's step (the two past it are not read).
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    let rows = |g: usize| MR.min(m - (ip + g) * MR);
+    let mut acc = [[_mm256_setzero_ps(); COLS]; P];
+    match start {
+        Start::Zero | Start::ZeroCold => {}
+        Start::RowBias(bias) => {
+            for (g, row) in acc.iter_mut().enumerate() {
+                // SAFETY: the caller provides m rounded up to MR bias values.
+                *row = [unsafe { _mm256_maskload_ps(bias.add((ip + g) * MR), six) }; COLS];
+            }
+        }
+        Start::Accumulate => {
+            for (g, row) in acc.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    let mut e = [0.0f32; 8];
+                    for (r, x) in e.iter_mut().enumerate().take(rows(g)) {
+                        // SAFETY: row (ip + g) MR + r < m, column j < cols of C.
+                        *x = unsafe { *c.add(((ip + g) * MR + r) * rsc + j) };
+                    }
+                    // SAFETY: `e` holds 8 elements.
+                    *v = unsafe { _mm256_loadu_ps(e.as_ptr()) };
+                }
+            }
+        }
+    }
+    for p in 0..k {
+        // SAFETY: step p of panel ip + g of A (six lanes, masked) and of
+        // the B panel (columns j < COLS).
+        unsafe {
+            let bv: [__m256; COLS] = std::array::from_fn(|j| _mm256_broadcast_ss(&*b.add(p * NR + j)));
+            for (g, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_maskload_ps(a.add((ip + g) * a_stride + p * MR), six);
+                for (v, &bj) in row.iter_mut().zip(&bv) {
+                    *v = _mm256_fmadd_ps(av, bj, *v);
+                }
+            }
+        }
+    }
+    for (g, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            let mut e = [0.0f32; 8];
+            // SAFETY: `e` holds 8 elements.
+            unsafe { _mm256_storeu_ps(e.as_mut_ptr(), *v) };
+            for (r, &x) in e.iter().enumerate().take(rows(g)) {
+                // SAFETY: row (ip + g) MR + r < m, column j < cols of C.
+                unsafe { *c.add(((ip + g) * MR + r) * rsc + j) = x };
             }
         }
     }
@@ -1232,6 +1403,12 @@ mod tests {
             (9, 13, 20),
             (6, 25, 31),
             (11, 8, 5),
+            // Tails of one or two columns (`column_tail`): after whole
+            // panels, alone, over more and fewer than six A panels.
+            (43, 49, 256),
+            (13, 18, 300),
+            (37, 2, 9),
+            (75, 34, 40),
         ] {
             let bias: Vec<f32> = (0..usize::next_multiple_of(m, MR))
                 .map(|_| rng.random_range(-1.0..1.0))
@@ -1298,6 +1475,71 @@ mod tests {
                             let tol = 4.0 * (k as f32 + 2.0) * f32::EPSILON * (k as f32 + 1.0);
                             assert!((g - w).abs() <= tol, "m={m} n={n} k={k} ({i},{j}): {g} vs {w}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A last panel of one or two columns ([`column_tail`]) gives bitwise
+    /// what the micro-kernels give those columns within a wider product, for
+    /// every start and reductions longer than `KC`.
+    #[test]
+    fn column_tail_matches_micro_kernels_bitwise() {
+        if !available() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(11);
+        for &(m, n, k) in &[(43usize, 49usize, 256usize), (20, 17, 600), (7, 2, 33), (64, 34, 100)] {
+            let wide = n.next_multiple_of(NR) + NR;
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let bm: Vec<f32> = (0..k * wide).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let bias: Vec<f32> = (0..m.next_multiple_of(MR))
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let c0: Vec<f32> = (0..m * wide).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut pa = vec![0.0; packed_a_len(m, k)];
+            pack_a(&a, m, k, k, 1, &mut pa);
+            let mut pb = vec![0.0; packed_b_len(k, wide)];
+            pack_b(&bm, k, wide, wide, &mut pb);
+            for start in [Start::Zero, Start::RowBias(bias.as_ptr()), Start::Accumulate] {
+                let (mut narrow, mut full) = (c0.clone(), c0.clone());
+                // SAFETY: the packed operands and C (m x wide) have the
+                // documented extents; `n` columns are a prefix of them.
+                unsafe {
+                    gemm(
+                        m,
+                        n,
+                        k,
+                        pa.as_ptr(),
+                        MR * k,
+                        pb.as_ptr(),
+                        NR * k,
+                        narrow.as_mut_ptr(),
+                        wide,
+                        start,
+                    );
+                    gemm(
+                        m,
+                        wide,
+                        k,
+                        pa.as_ptr(),
+                        MR * k,
+                        pb.as_ptr(),
+                        NR * k,
+                        full.as_mut_ptr(),
+                        wide,
+                        start,
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..wide {
+                        let want = if j < n { full[i * wide + j] } else { c0[i * wide + j] };
+                        assert_eq!(
+                            narrow[i * wide + j].to_bits(),
+                            want.to_bits(),
+                            "m={m} n={n} k={k} ({i},{j})"
+                        );
                     }
                 }
             }
