@@ -805,7 +805,7 @@ unsafe fn col2im_gather_avx512(geom: &Conv2dGeometry, col: &[f32], nch: usize, p
 }
 
 /// [`col2im_tile`] at stride 1 by gathering: for each channel `ci`, input
-/// row `iy` the tile reaches and run of [`F32x::LANES`] columns from `ix0`,
+/// row `iy` the tile reaches and run of [`super::simd::F32x::LANES`] columns from `ix0`,
 /// lane `j` (column `ix = ix0 + j`) sums the tile's terms in tap order
 /// `(ky, kx)`: `col[(ci * kh + ky) * kw + kx][oy * ow + ox - p0]` with
 /// `oy = iy + pad_top - ky * dh`, `ox = ix + pad_left - kx * dw`, wherever

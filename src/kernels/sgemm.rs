@@ -14,7 +14,10 @@
 //! each step of the reduction loads 16 elements of `B` and broadcasts 6 of
 //! `A` into 12 fused multiply-adds (the shape BLIS uses on AVX2 machines). The
 //! loop nest keeps one `B` micro-panel of at most [`KC`] steps (16 KiB) in L1
-//! while every `A` panel streams past it from L2.
+//! while every `A` panel streams past it from L2. A last `A` panel of fewer
+//! than `MR` rows runs a kernel of that many rows, and a last `B` panel of
+//! at most [`TAIL_COLUMNS`] columns runs [`column_tail`], so neither pays
+//! for its empty rows or lanes.
 //!
 //! Summation order: each element of `C` is `C0 + a0*b0 + a1*b1 + ...`, one
 //! fused multiply-add after another, in chunks of the reduction cut from `k`
