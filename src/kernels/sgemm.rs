@@ -1454,21 +1454,7 @@ mod tests {
                 );
                 let mut pb = vec![f32::NAN; packed_b_len(k, n)];
                 pack_b(&bm, k, n, n, &mut pb);
-                // SAFETY: the packed operands and C have the documented extents.
-                unsafe {
-                    gemm(
-                        m,
-                        n,
-                        k,
-                        pa.as_ptr(),
-                        MR * k,
-                        pb.as_ptr(),
-                        NR * k,
-                        c.as_mut_ptr(),
-                        rsc,
-                        start,
-                    )
-                };
+                packed_gemm(m, n, k, &pa, &pb, &mut c, rsc, start);
                 for i in 0..m {
                     for j in 0..rsc {
                         let (g, w) = (c[i * rsc + j], want[i * rsc + j]);
@@ -1481,6 +1467,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// [`gemm`] on operands packed by [`pack_a`] and [`pack_b`] (panel
+    /// strides `MR * k` and `NR * k`) into `c` (row stride `rsc`).
+    #[allow(clippy::too_many_arguments)]
+    fn packed_gemm(m: usize, n: usize, k: usize, pa: &[f32], pb: &[f32], c: &mut [f32], rsc: usize, start: Start) {
+        assert!(pa.len() >= packed_a_len(m, k) && pb.len() >= NR * k * n.div_ceil(NR));
+        assert!(m == 0 || c.len() >= (m - 1) * rsc + n);
+        // SAFETY: the packed operands and C have the documented extents
+        // (asserted above; `start`'s bias is the caller's).
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                pa.as_ptr(),
+                MR * k,
+                pb.as_ptr(),
+                NR * k,
+                c.as_mut_ptr(),
+                rsc,
+                start,
+            )
         }
     }
 
@@ -1507,34 +1517,8 @@ mod tests {
             pack_b(&bm, k, wide, wide, &mut pb);
             for start in [Start::Zero, Start::RowBias(bias.as_ptr()), Start::Accumulate] {
                 let (mut narrow, mut full) = (c0.clone(), c0.clone());
-                // SAFETY: the packed operands and C (m x wide) have the
-                // documented extents; `n` columns are a prefix of them.
-                unsafe {
-                    gemm(
-                        m,
-                        n,
-                        k,
-                        pa.as_ptr(),
-                        MR * k,
-                        pb.as_ptr(),
-                        NR * k,
-                        narrow.as_mut_ptr(),
-                        wide,
-                        start,
-                    );
-                    gemm(
-                        m,
-                        wide,
-                        k,
-                        pa.as_ptr(),
-                        MR * k,
-                        pb.as_ptr(),
-                        NR * k,
-                        full.as_mut_ptr(),
-                        wide,
-                        start,
-                    );
-                }
+                packed_gemm(m, n, k, &pa, &pb, &mut narrow, wide, start);
+                packed_gemm(m, wide, k, &pa, &pb, &mut full, wide, start);
                 for i in 0..m {
                     for j in 0..wide {
                         let want = if j < n { full[i * wide + j] } else { c0[i * wide + j] };
