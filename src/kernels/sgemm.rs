@@ -1412,6 +1412,7 @@ mod tests {
             (13, 18, 300),
             (37, 2, 9),
             (75, 34, 40),
+            (3, 17, 0),
         ] {
             let bias: Vec<f32> = (0..usize::next_multiple_of(m, MR))
                 .map(|_| rng.random_range(-1.0..1.0))
