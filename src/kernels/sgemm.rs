@@ -632,10 +632,10 @@ const TAIL_COLUMNS: usize = 2;
 /// one the micro-kernels run (from zero, its row bias or `C`, then every
 /// step in order), so the bits are the same.
 ///
-/// It reads all of `A` for one or two columns, so it is bound by `A`'s
-/// trip from L2: a 256 x 256 x 1 product took 8.0 us against the 6 x 16
-/// kernel's 21.2 (in cache, best of 100); 256 x 256 x 49, 65.0 against
-/// 73.0 us. Per call, infer_b1_3x3 (49 tiles per Winograd position):
+/// It reads all of `A` again for one or two columns, at about 0.6 ns per
+/// panel and step whether `A` comes from L1 or L2: a 256 x 256 x 1 product
+/// took 8.0 us against the 6 x 16 kernel's 21.2 (in cache, best of 100);
+/// 256 x 256 x 49, 65.0 against 73.0 us. Per call, infer_b1_3x3 (49 tiles per Winograd position):
 /// forward 1.029 / 1.054 at 1 / 2 threads, input gradient 1.054 / 1.067.
 ///
 /// # Safety
