@@ -658,32 +658,22 @@ unsafe fn column_tail(
     start: Start,
 ) {
     const G: usize = 6;
+    // Each group of up to G panels runs with that many chains at once (a
+    // last group of fewer as one block too, not panel by panel).
+    macro_rules! group {
+        ($ip:expr, $g:expr, $($p:literal),*) => {
+            match ($g, cols) {
+                $(($p, 1) => column_block::<$p, 1>(m, k, a, a_stride, $ip, b, c, rsc, start),
+                  ($p, _) => column_block::<$p, 2>(m, k, a, a_stride, $ip, b, c, rsc, start),)*
+                _ => unreachable!("at most G panels a group"),
+            }
+        };
+    }
     let mpanels = m.div_ceil(MR);
     for ip in (0..mpanels).step_by(G) {
-        let g = G.min(mpanels - ip);
-        // SAFETY: panels ip..ip + g of A, the caller's contract for the rest.
-        unsafe {
-            match (g, cols) {
-                (G, 1) => column_block::<G, 1>(m, k, a, a_stride, ip, b, c, rsc, start),
-                (G, _) => column_block::<G, 2>(m, k, a, a_stride, ip, b, c, rsc, start),
-                (_, 1) => column_block::<1, 1>(m, k, a, a_stride, ip, b, c, rsc, start),
-                _ => column_block::<1, 2>(m, k, a, a_stride, ip, b, c, rsc, start),
-            }
-        }
-        if g < G {
-            // The last panels one at a time (the single-panel block above
-            // ran panel ip).
-            for jp in ip + 1..ip + g {
-                // SAFETY: as above, panel jp < mpanels.
-                unsafe {
-                    if cols == 1 {
-                        column_block::<1, 1>(m, k, a, a_stride, jp, b, c, rsc, start)
-                    } else {
-                        column_block::<1, 2>(m, k, a, a_stride, jp, b, c, rsc, start)
-                    }
-                }
-            }
-        }
+        // SAFETY: panels ip..ip + g of A (g <= G, all < mpanels), the
+        // caller's contract for the rest.
+        unsafe { group!(ip, G.min(mpanels - ip), 1, 2, 3, 4, 5, 6) }
     }
 }
 

@@ -676,7 +676,7 @@ unsafe fn output_grad_tiles_avx2(p: [&[f32]; 2], dm: &mut [[f32; SEG]; NE], i0: 
 #[inline(always)]
 pub(crate) unsafe fn store_strided<T: Element>(src: &[T], dst: *mut T, dw: usize) {
     #[cfg(target_arch = "x86_64")]
-    if dw == 2 && std::mem::size_of::<T>() == 4 && super::isa::isa() == super::isa::Isa::Avx512 {
+    if dw == 2 && avx512_f32::<T>() {
         // SAFETY: AVX-512F (checked); the caller's contract, T being f32.
         unsafe { store_every_other_avx512(super::f32s(src), dst.cast()) };
         return;
