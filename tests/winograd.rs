@@ -191,7 +191,8 @@ fn random_geometries_f64() {
     run_random::<f64>(40_000);
 }
 
-/// Shapes the random ones do not reach: several forward tasks and several
+/// Shapes the random ones do not reach: several forward tasks, several
+/// transformed-weight chunks of one task, several
 /// weight-gradient chunks (3 x 20 x 20 tiles of 64 + 64 channels: 1,200 tiles
 /// against 1,024 per chunk), channel counts off the 6-row and 16-column
 /// panels, one-pixel rows, asymmetric padding up to 2, and runs of 8 or more
@@ -208,6 +209,10 @@ fn edge_geometries() -> Vec<Conv2dGeometry> {
         Conv2dSpec::new(3, 64, 40, 40, 64, 3, 3).padding(Padding::symmetric(1)),
         Conv2dSpec::new(2, 33, 9, 7, 70, 3, 3).padding(Padding::explicit(2, 0, 1, 2)),
         Conv2dSpec::new(1, 130, 5, 5, 7, 3, 3),
+        // One tile block whose tasks transform their own weights in chunks
+        // (1,100 input channels: one 6-row panel per chunk), 67 output
+        // channels (a last panel of one row, two tasks' halves at 2 threads).
+        Conv2dSpec::new(1, 1100, 4, 4, 67, 3, 3).padding(Padding::symmetric(1)),
         Conv2dSpec::new(2, 64, 1, 23, 65, 3, 3).padding(Padding::symmetric(1)),
         Conv2dSpec::new(4, 128, 8, 8, 128, 3, 3).padding(Padding::same()),
         // dilated_3x3d2's shape, smaller; and an odd dilated one.

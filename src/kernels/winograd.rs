@@ -63,7 +63,7 @@ use super::isa::avx2_f32;
 use super::parallel::{SharedMut, TASKS_PER_THREAD, panel_block, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
 #[cfg(target_arch = "x86_64")]
-use super::winograd_simd::weight_block_avx2;
+use super::winograd_simd::weight_panel_avx2;
 use super::winograd_simd::{
     even_elements, input_tiles, output_grad_tiles, output_tiles, store_channels, store_strided,
 };
@@ -374,6 +374,10 @@ pub(crate) struct Plan {
     splits: usize,
     ntasks: usize,
     packed: bool,
+    /// Output rows per transformed-weight chunk where each task transforms
+    /// its own weights chunk by chunk ([`FUSED_U_BYTES`]); 0 where the
+    /// weights are transformed once for every task.
+    fused_rows: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
     pub(crate) packed_len: usize,
@@ -430,6 +434,18 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
         1
     };
     let ntasks = nblocks * splits;
+    // One tile block: each task transforms its own output rows' weights
+    // (nobody else needs them), a chunk at a time ([`FUSED_U_BYTES`]).
+    let fused_rows = if nblocks == 1 {
+        (FUSED_U_BYTES / (ne * cin * std::mem::size_of::<T>()) / MR).max(1) * MR
+    } else {
+        0
+    };
+    let chunk = if fused_rows > 0 {
+        ne * (fused_rows * cin + 16) + 64
+    } else {
+        0
+    };
     Plan {
         tile,
         grid,
@@ -441,9 +457,15 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
         parts: parts_for(ntasks),
         // A task's `V` (unless transformed once for every split, in the
         // packed region) and `M`.
-        scratch_len: ne * (if splits > 1 { 0 } else { cin * block + PLANE_PAD } + cout * block + PLANE_PAD) + 64,
-        packed_len: ne * u_len(packed, cout, cin)
+        scratch_len: ne * (if splits > 1 { 0 } else { cin * block + PLANE_PAD } + cout * block + PLANE_PAD)
             + 64
+            + chunk,
+        fused_rows,
+        packed_len: if fused_rows > 0 {
+            0
+        } else {
+            ne * u_len(packed, cout, cin)
+        } + 64
             + if splits > 1 {
                 nblocks * ne * (cin * block + PLANE_PAD) + 64
             } else {
@@ -466,6 +488,18 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
 /// 154.4. Where the output channels cannot go round the threads (16
 /// threads, 256 channels: at most 8 blocks of 32), the plan stays as it was.
 const ONE_BLOCK_MAX_TILES: usize = 64;
+
+/// Most bytes of one task's chunk of transformed weights (every position,
+/// whole panels) where each task transforms its own weights
+/// ([`Plan::fused_rows`]): the chunk's products run while it is still in
+/// L2, so the transformed weights never go out to memory and back (4 MiB on
+/// infer_b1_3x3 at F(2x2), whose transform had taken about a quarter of the
+/// pass). infer_b1_3x3 against transforming every weight first (per call,
+/// median of 300 alternating pairs, 1 / 2 threads): input gradient x1.14 /
+/// x1.07, forward x1.03 / x1.03. Chunks of 96 / 192 / 512 / 768 KiB against
+/// 384: 0.90 / 0.97 / 1.00 / 0.98 on the input gradient at 1 thread, the
+/// forward alike.
+const FUSED_U_BYTES: usize = 384 * 1024;
 
 /// Fewest output channels of one forward task when a plan cuts its tile
 /// blocks by output channel (fewer tile blocks than threads: infer_b1_3x3
@@ -895,10 +929,8 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, tile: Tile, w: &[T], fli
     let base = SharedMut(u.as_mut_ptr());
     let ulen_all = u.len();
     (0..cout.div_ceil(MR)).into_par_iter().for_each(|ip| {
-        let (o0, o1) = (ip * MR, cout.min((ip + 1) * MR));
-        // Task `ip`'s elements of every position: packed, panel `ip` (MR
-        // rows, the ones past `c_out` zero); row-major, rows o0..o1.
-        let len = if packed { MR * cin } else { (o1 - o0) * cin };
+        let o0 = ip * MR;
+        let len = panel_len(packed, cout, cin, ip);
         assert!((ne - 1) * ulen + o0 * cin + len <= ulen_all);
         let mut planes: [&mut [T]; NE4] = std::array::from_fn(|e| {
             if e >= ne {
@@ -909,100 +941,119 @@ fn transform_weights<T: Element>(geom: &Conv2dGeometry, tile: Tile, w: &[T], fli
             // o0..o1 (or panel ip) of any plane.
             unsafe { std::slice::from_raw_parts_mut(base.get().add(e * ulen + o0 * cin), len) }
         });
-        let planes = &mut planes[..ne];
-        // Input channel outer: the task's MR output rows are then read as
-        // MR sequential streams (flipped: one contiguous run of MR kernels
-        // per input channel) and the packed panel is written in order. On
-        // AVX2, eight input channels at a time ([`weight_block_avx2`],
-        // F(2x2, 3x3) only).
-        let mut i0 = 0;
-        #[cfg(target_arch = "x86_64")]
-        if packed && tile == Tile::F2 && avx2_f32::<T>() {
-            let w = f32s(w);
-            let (rs, ls) = if flipped { (9, cout * 9) } else { (cin * 9, 9) };
-            let tap0 = |i: usize| {
-                if flipped {
-                    i * cout * 9 + o0 * 9
-                } else {
-                    (o0 * cin + i) * 9
-                }
-            };
-            while i0 + 8 <= cin {
-                // Kernel (o0 + r, i0 + l) starts at tap0(i0) + r * rs + l * ls.
-                let last = tap0(i0) + (o1 - o0 - 1) * rs + 7 * ls + 8;
-                assert!(last < w.len());
-                let ptrs: [*mut f32; NE] =
-                    std::array::from_fn(|e| f32s_mut(&mut planes[e][i0 * MR..(i0 + 8) * MR]).as_mut_ptr());
-                // SAFETY: AVX2 (`avx2_f32`); every kernel's taps lie in `w`
-                // (its last element checked above); each pointer addresses 8 * MR elements of
-                // this task's own panel rows.
-                unsafe { weight_block_avx2(w[tap0(i0)..].as_ptr(), rs, ls, flipped, o1 - o0, &ptrs) };
-                i0 += 8;
-            }
-        }
-        if packed && tile == Tile::F4 {
-            // F(4x4, 3x3): the panel's kernels of up to WCH input channels
-            // gathered tap by tap in panel order (`i * MR + o - o0`, zeros
-            // past `c_out`), then transformed eight at a time
-            // ([`weight_tiles4`]) straight into the panel rows.
-            const WCH: usize = 32;
-            let mut taps = [[T::ZERO; WCH * MR]; 9];
-            while i0 < cin {
-                let ic = WCH.min(cin - i0);
-                for i in 0..ic {
-                    for r in 0..MR {
-                        let o = o0 + r;
-                        let l = i * MR + r;
-                        for (t, tap) in taps.iter_mut().enumerate() {
-                            tap[l] = if o >= o1 {
-                                T::ZERO
-                            } else if flipped {
-                                w[((i0 + i) * cout + o) * 9 + 8 - t]
-                            } else {
-                                w[(o * cin + i0 + i) * 9 + t]
-                            };
-                        }
-                    }
-                }
-                let g: [&[T]; 9] = std::array::from_fn(|t| &taps[t][..ic * MR]);
-                let mut rows = planes.iter_mut();
-                let mut out: [&mut [T]; NE4] =
-                    std::array::from_fn(|_| &mut rows.next().unwrap()[i0 * MR..(i0 + ic) * MR]);
-                weight_tiles4(&g, &mut out, ic * MR);
-                i0 += ic;
-            }
-        }
-        for i in i0..cin {
-            for o in o0..o1 {
-                let g = if flipped {
-                    let k = &w[(i * cout + o) * 9..][..9];
-                    [[k[8], k[7], k[6]], [k[5], k[4], k[3]], [k[2], k[1], k[0]]]
-                } else {
-                    let k = &w[(o * cin + i) * 9..][..9];
-                    [[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]]
-                };
-                let ue = match tile {
-                    Tile::F2 => {
-                        let mut ue = [T::ZERO; NE4];
-                        ue[..NE].copy_from_slice(&weight_transform(g));
-                        ue
-                    }
-                    Tile::F4 => weight_transform4(g),
-                };
-                let at = if packed { i * MR + o - o0 } else { (o - o0) * cin + i };
-                for (plane, &val) in planes.iter_mut().zip(&ue) {
-                    plane[at] = val;
-                }
-            }
-        }
-        if packed && o1 - o0 < MR {
-            for plane in planes {
-                for i in 0..cin {
-                    plane[i * MR + (o1 - o0)..(i + 1) * MR].fill(T::ZERO);
-                }
-            }
-        }
+        transform_panel((cout, cin), tile, w, flipped, packed, ip, &mut planes[..ne]);
     });
+}
+
+/// Elements of panel `ip`'s share of one position's transformed weights:
+/// packed, the whole panel (`MR` rows, the ones past `c_out` zero);
+/// row-major, its rows.
+fn panel_len(packed: bool, cout: usize, cin: usize, ip: usize) -> usize {
+    if packed {
+        MR * cin
+    } else {
+        (cout.min((ip + 1) * MR) - ip * MR) * cin
+    }
+}
+
+/// Transforms the kernels of output rows `ip * MR ..` (one packed panel) of
+/// [`transform_weights`] into `planes[e]`, position `e`'s elements of that
+/// panel ([`panel_len`] of them, laid out as in `U_e` from the panel's
+/// first element).
+#[allow(clippy::too_many_arguments)]
+fn transform_panel<T: Element>(
+    (cout, cin): (usize, usize),
+    tile: Tile,
+    w: &[T],
+    flipped: bool,
+    packed: bool,
+    ip: usize,
+    planes: &mut [&mut [T]],
+) {
+    let (o0, o1) = (ip * MR, cout.min((ip + 1) * MR));
+    // Input channel outer: the task's MR output rows are then read as
+    // MR sequential streams (flipped: one contiguous run of MR kernels
+    // per input channel) and the packed panel is written in order. On
+    // AVX2, four input channels (24 kernels, three registers) at a time
+    // ([`weight_panel_avx2`], F(2x2, 3x3) only).
+    let mut i0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if packed && tile == Tile::F2 && avx2_f32::<T>() && cin >= 4 {
+        let w = f32s(w);
+        let (rs, ls) = if flipped { (9, cout * 9) } else { (cin * 9, 9) };
+        // Kernel (o0 + r, l) starts at w0 + r * rs + l * ls.
+        let w0 = if flipped { o0 * 9 } else { o0 * cin * 9 };
+        let quads = cin / 4;
+        let last = w0 + (o1 - o0 - 1) * rs + (4 * quads - 1) * ls + 8;
+        assert!(last < w.len());
+        let ptrs: [*mut f32; NE] = std::array::from_fn(|e| f32s_mut(&mut planes[e][..4 * quads * MR]).as_mut_ptr());
+        // SAFETY: AVX2 (`avx2_f32`); every kernel's taps lie in `w` (the
+        // last element checked above); each pointer addresses the first
+        // 4 * quads * MR elements of this panel's own slice of a plane.
+        unsafe { weight_panel_avx2(w[w0..].as_ptr(), (rs, ls), flipped, o1 - o0, quads, &ptrs) };
+        i0 = 4 * quads;
+    }
+    if packed && tile == Tile::F4 {
+        // F(4x4, 3x3): the panel's kernels of up to WCH input channels
+        // gathered tap by tap in panel order (`i * MR + o - o0`, zeros
+        // past `c_out`), then transformed eight at a time
+        // ([`weight_tiles4`]) straight into the panel rows.
+        const WCH: usize = 32;
+        let mut taps = [[T::ZERO; WCH * MR]; 9];
+        while i0 < cin {
+            let ic = WCH.min(cin - i0);
+            for i in 0..ic {
+                for r in 0..MR {
+                    let o = o0 + r;
+                    let l = i * MR + r;
+                    for (t, tap) in taps.iter_mut().enumerate() {
+                        tap[l] = if o >= o1 {
+                            T::ZERO
+                        } else if flipped {
+                            w[((i0 + i) * cout + o) * 9 + 8 - t]
+                        } else {
+                            w[(o * cin + i0 + i) * 9 + t]
+                        };
+                    }
+                }
+            }
+            let g: [&[T]; 9] = std::array::from_fn(|t| &taps[t][..ic * MR]);
+            let mut rows = planes.iter_mut();
+            let mut out: [&mut [T]; NE4] = std::array::from_fn(|_| &mut rows.next().unwrap()[i0 * MR..(i0 + ic) * MR]);
+            weight_tiles4(&g, &mut out, ic * MR);
+            i0 += ic;
+        }
+    }
+    for i in i0..cin {
+        for o in o0..o1 {
+            let g = if flipped {
+                let k = &w[(i * cout + o) * 9..][..9];
+                [[k[8], k[7], k[6]], [k[5], k[4], k[3]], [k[2], k[1], k[0]]]
+            } else {
+                let k = &w[(o * cin + i) * 9..][..9];
+                [[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]]
+            };
+            let ue = match tile {
+                Tile::F2 => {
+                    let mut ue = [T::ZERO; NE4];
+                    ue[..NE].copy_from_slice(&weight_transform(g));
+                    ue
+                }
+                Tile::F4 => weight_transform4(g),
+            };
+            let at = if packed { i * MR + o - o0 } else { (o - o0) * cin + i };
+            for (plane, &val) in planes.iter_mut().zip(&ue) {
+                plane[at] = val;
+            }
+        }
+    }
+    if packed && o1 - o0 < MR {
+        for plane in planes {
+            for i in 0..cin {
+                plane[i * MR + (o1 - o0)..(i + 1) * MR].fill(T::ZERO);
+            }
+        }
+    }
 }
 
 /// `y = conv(x, W) + bias` by Winograd for the forward geometry `geom`;
@@ -1036,8 +1087,11 @@ pub(crate) fn forward<T: Element>(
     let (tile, ne) = (p.tile, p.tile.ne());
     let ulen = u_len(p.packed, cout, cin);
     let uo = align64(packed);
-    let (u, packed_rest) = packed[uo..].split_at_mut(ne * ulen);
-    transform_weights(geom, tile, w, flipped, p.packed, u);
+    let fused = p.fused_rows > 0;
+    let (u, packed_rest) = packed[uo..].split_at_mut(if fused { 0 } else { ne * ulen });
+    if !fused {
+        transform_weights(geom, tile, w, flipped, p.packed, u);
+    }
     let u: &[T] = u;
     let grid = p.grid;
     let ybase = SharedMut(y.as_mut_ptr());
@@ -1092,61 +1146,101 @@ pub(crate) fn forward<T: Element>(
         let t1 = (t0 + block).min(p.ntiles);
         let nt = t1 - t0;
         let so = align64(s);
+        let (vm, rest) = s[so..].split_at_mut(ne * (if v_shared.is_some() { 0 } else { ve } + me));
         let (v, m): (&[T], &mut [T]) = if let Some(vs) = v_shared {
             // Transformed by the pass before (every channel, every task).
             // SAFETY: tile block `task`'s `ne * ve` elements of the shared
             // region, written before this pass and only read now.
             let v = unsafe { std::slice::from_raw_parts(vs.get().add(task * ne * ve).cast_const(), ne * ve) };
-            (v, &mut s[so..so + ne * me])
+            (v, vm)
         } else {
-            let (v, m) = s[so..so + ne * (ve + me)].split_at_mut(ne * ve);
+            let (v, m) = vm.split_at_mut(ne * ve);
             // SAFETY: `v` is this task's own scratch of `ne * ve` elements.
             unsafe { input_block(&job, (t0, t1), 0..cin, v.as_mut_ptr()) };
             (v, m)
         };
-        for e in 0..ne {
+        // M_e's rows r0..r1 = U_e's rows r0..r1 (from `a`, `lda` apart:
+        // packed, the panel stride) times V_e.
+        let mut product = |e: usize, a: &[T], r0: usize, r1: usize| {
+            assert!(e * me + r1 * block <= m.len() && (e + 1) * ve <= v.len());
             if p.packed {
-                let (u, v, m) = (f32s(u), f32s(v), f32s_mut(m));
-                // SAFETY: `U_e` holds ceil(cout/MR) panels of `cin` steps
-                // (the task's from row o0), `V_e` npan panels of `cin`
-                // steps, and `M_e` cout rows of `block >= nt` elements (the
-                // task's from row o0); the packed kernel runs (plan).
+                let (a, v, m) = (f32s(a), f32s(v), f32s_mut(m));
+                assert!(a.len() >= (r1 - r0).div_ceil(MR) * MR * cin);
+                // SAFETY: `a` holds the rows' panels of `cin` steps, `V_e`
+                // npan panels of `cin` steps, and `M_e` cout rows of
+                // `block >= nt` elements (asserted above); the packed kernel
+                // runs (plan).
                 unsafe {
                     sgemm::gemm(
-                        o1 - o0,
+                        r1 - r0,
                         nt,
                         cin,
-                        u.as_ptr().add(e * ulen + o0 * cin),
+                        a.as_ptr(),
                         MR * cin,
                         v.as_ptr().add(e * ve),
                         NR * cin,
-                        m.as_mut_ptr().add(e * me + o0 * block),
+                        m.as_mut_ptr().add(e * me + r0 * block),
                         block,
                         sgemm::Start::Zero,
                     );
                 }
             } else {
-                // SAFETY: row-major `U_e` (cout x cin), `V_e` (cin x block)
-                // and `M_e` (cout x block), the task's rows o0..o1 of `U_e`
-                // and `M_e`, all inside their slices.
+                assert!(a.len() >= (r1 - r0) * cin);
+                // SAFETY: row-major rows of `U_e` (r1 - r0 x cin), `V_e`
+                // (cin x block) and `M_e` (cout x block), all inside their
+                // slices (asserted above).
                 unsafe {
                     T::gemm(
-                        o1 - o0,
+                        r1 - r0,
                         cin,
                         nt,
                         T::ONE,
-                        u.as_ptr().add(e * ulen + o0 * cin),
+                        a.as_ptr(),
                         cin as isize,
                         1,
                         v.as_ptr().add(e * ve),
                         block as isize,
                         1,
                         T::ZERO,
-                        m.as_mut_ptr().add(e * me + o0 * block),
+                        m.as_mut_ptr().add(e * me + r0 * block),
                         block as isize,
                         1,
                     );
                 }
+            }
+        };
+        if fused {
+            // This task's weights, a chunk of whole panels at a time, each
+            // chunk's products run while it is in cache.
+            let co = align64(rest);
+            // One line more per position, so that the positions' panels
+            // do not all fall in the same L1 sets.
+            let clen = p.fused_rows * cin + 16;
+            let chunk = &mut rest[co..co + ne * clen];
+            let mut c0 = o0;
+            while c0 < o1 {
+                let c1 = o1.min(c0 + p.fused_rows);
+                for ip in c0 / MR..c1.div_ceil(MR) {
+                    let len = panel_len(p.packed, cout, cin, ip);
+                    let at = (ip * MR - c0) * cin;
+                    let mut parts = chunk.chunks_mut(clen);
+                    let mut planes: [&mut [T]; NE4] = std::array::from_fn(|e| {
+                        if e < ne {
+                            &mut parts.next().unwrap()[at..at + len]
+                        } else {
+                            &mut [][..]
+                        }
+                    });
+                    transform_panel((cout, cin), tile, w, flipped, p.packed, ip, &mut planes[..ne]);
+                }
+                for e in 0..ne {
+                    product(e, &chunk[e * clen..(e + 1) * clen], c0, c1);
+                }
+                c0 = c1;
+            }
+        } else {
+            for e in 0..ne {
+                product(e, &u[e * ulen + o0 * cin..(e + 1) * ulen], o0, o1);
             }
         }
         // Each run of tiles along a tile row goes into its `mt` output rows

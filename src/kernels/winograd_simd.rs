@@ -368,103 +368,136 @@ unsafe fn store_channels_avx2<const P: usize>(
 }
 
 /// `U = G g G^T` ([`super::winograd`]'s weight transform) of the kernels
-/// `(r, l)`, `r < rows <= MR` output rows of one packed panel and `l < 8`
-/// consecutive input channels, each kernel's 3 x 3 taps read from `w` at
-/// `r * rs + l * ls + tap(t)` (`tap(t) = 8 - t` when `flipped`, else `t`), and
+/// of one packed panel's `MR` rows `r` and its first `4 * quads` input
+/// channels `l`, each kernel's 3 x 3 taps read from `w` at
+/// `r * rs + l * ls + tap(t)` (`tap(t) = 8 - t` when `flipped`, else `t`),
 /// stored into the panel of each position `e` at `planes[e]`: element
-/// `l * MR + r` (rows past `rows` get zeros). Eight kernels per register:
-/// each kernel's first eight taps are loaded as one row of an 8 x 8 block and
-/// transposed into one register per tap (the ninth lane by lane; gathers
-/// measured slower here). The same additions and halvings in the same order
-/// as the scalar transform, so the same bits; each position's 6 x 8 block goes
-/// out through one 8 x 8 transpose as eight rows of `MR` values.
+/// `l * MR + r`, zeros for the rows `r >= rows`.
+///
+/// The lanes follow the panel: the kernels `q = 8 k .. 8 k + 8` of the panel
+/// (`l = q / MR`, `r = q % MR`) go through one register, so each position's
+/// result is stored as it is, eight consecutive panel elements, with no
+/// transpose on the way out. Each kernel's first eight taps are loaded as
+/// one row of an 8 x 8 block and transposed into one register per tap; the
+/// ninth comes lane by lane. The same additions and halvings in the same
+/// order as the scalar transform, so the same bits.
 ///
 /// # Safety
-/// AVX2 must be available; every addressed tap must lie in `w`; each `planes[e]` must address `8 * MR` writable elements
-/// that nothing else touches during the call.
+/// AVX2 must be available; every tap of the kernels `(r < rows, l < 4 *
+/// quads)` must lie in `w`; each `planes[e]` must address `4 * quads * MR`
+/// writable elements that nothing else touches during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::needless_range_loop)] // `r` indexes the inner dimension of `u`
-pub(crate) unsafe fn weight_block_avx2(
+pub(crate) unsafe fn weight_panel_avx2(
     w: *const f32,
-    rs: usize,
-    ls: usize,
+    (rs, ls): (usize, usize),
     flipped: bool,
     rows: usize,
+    quads: usize,
+    planes: &[*mut f32; NE],
+) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        if flipped {
+            weight_panel::<true>(w, (rs, ls), rows, quads, planes)
+        } else {
+            weight_panel::<false>(w, (rs, ls), rows, quads, planes)
+        }
+    }
+}
+
+/// [`weight_panel_avx2`] with `flipped` fixed.
+///
+/// # Safety
+/// As [`weight_panel_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn weight_panel<const FLIPPED: bool>(
+    w: *const f32,
+    (rs, ls): (usize, usize),
+    rows: usize,
+    quads: usize,
     planes: &[*mut f32; NE],
 ) {
     const MR: usize = super::sgemm::MR;
+    const Q: usize = 4 * MR;
+    const _: () = assert!(Q.is_multiple_of(8));
+    static ZEROS: [f32; 9] = [0.0; 9];
+    // Kernel q of the current four channels, (r, l) = (q % MR, q / MR); the
+    // rows past `rows` read nine zeros and stay there.
+    let mut kernels: [*const f32; Q] = std::array::from_fn(|q| {
+        if q % MR < rows {
+            w.wrapping_add((q % MR) * rs + (q / MR) * ls)
+        } else {
+            ZEROS.as_ptr()
+        }
+    });
+    let step: [usize; Q] = std::array::from_fn(|q| if q % MR < rows { 4 * ls } else { 0 });
+    for quad in 0..quads {
+        for k in 0..Q / 8 {
+            // SAFETY: the kernels' taps lie in `w` or `ZEROS`, and the eight
+            // elements at `quad * Q + 8 * k` in the caller's planes (its
+            // contract).
+            unsafe { weight_group8::<FLIPPED>(&kernels[8 * k..8 * k + 8], planes, quad * Q + 8 * k) };
+        }
+        for (p, &d) in kernels.iter_mut().zip(&step) {
+            *p = p.wrapping_add(d);
+        }
+    }
+}
+
+/// The transform of the eight kernels starting at `kernels[j]` (lane `j`)
+/// into the eight elements at `planes[e] + at` of each position `e`.
+///
+/// # Safety
+/// AVX2; each kernel's nine taps readable, the eight elements at each
+/// `planes[e] + at` writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn weight_group8<const FLIPPED: bool>(kernels: &[*const f32], planes: &[*mut f32; NE], at: usize) {
+    assert!(kernels.len() == 8);
     let half = _mm256_set1_ps(0.5);
-    let zero = _mm256_setzero_ps();
-    // Every element is written below (rows past `rows` as zeros), so the
-    // block needs no initialisation (which compiled to a 3 KiB memset per
-    // call).
-    let mut u = [[std::mem::MaybeUninit::<__m256>::uninit(); MR]; NE];
-    for r in rows..MR {
-        for ue in u.iter_mut() {
-            ue[r].write(zero);
-        }
-    }
-    for r in 0..rows {
-        let base = w.wrapping_add(r * rs);
-        // Kernel l's taps 0..8 as row l of an 8 x 8 block, transposed into
-        // one register per tap; tap 8 lane by lane.
-        // SAFETY: kernel (r, l)'s taps are base + l * ls + 0..9, inside `w`
-        // (the caller's contract).
-        let rows8: [__m256; 8] = std::array::from_fn(|l| unsafe { _mm256_loadu_ps(base.add(l * ls)) });
-        let taps = transpose8(rows8);
-        // SAFETY: as above.
-        let tap8 = unsafe {
+    // SAFETY: each kernel's nine taps are readable (the contract).
+    let (taps, tap8) = unsafe {
+        (
+            transpose8(std::array::from_fn(|j| _mm256_loadu_ps(kernels[j]))),
             _mm256_setr_ps(
-                *base.add(8),
-                *base.add(ls + 8),
-                *base.add(2 * ls + 8),
-                *base.add(3 * ls + 8),
-                *base.add(4 * ls + 8),
-                *base.add(5 * ls + 8),
-                *base.add(6 * ls + 8),
-                *base.add(7 * ls + 8),
-            )
-        };
-        let g: [__m256; 9] = std::array::from_fn(|t| {
-            let t = if flipped { 8 - t } else { t };
-            if t == 8 { tap8 } else { taps[t] }
-        });
-        let mut t = [_mm256_setzero_ps(); 12];
-        for c in 0..3 {
-            let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
-            t[c] = a;
-            t[3 + c] = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half);
-            t[6 + c] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half);
-            t[9 + c] = d;
-        }
-        for i in 0..4 {
-            let (a, b, d) = (t[3 * i], t[3 * i + 1], t[3 * i + 2]);
-            u[4 * i][r].write(a);
-            u[4 * i + 1][r].write(_mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half));
-            u[4 * i + 2][r].write(_mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half));
-            u[4 * i + 3][r].write(d);
-        }
+                *kernels[0].add(8),
+                *kernels[1].add(8),
+                *kernels[2].add(8),
+                *kernels[3].add(8),
+                *kernels[4].add(8),
+                *kernels[5].add(8),
+                *kernels[6].add(8),
+                *kernels[7].add(8),
+            ),
+        )
+    };
+    let g: [__m256; 9] = std::array::from_fn(|t| {
+        let t = if FLIPPED { 8 - t } else { t };
+        if t == 8 { tap8 } else { taps[t] }
+    });
+    let mut t = [half; 12];
+    for c in 0..3 {
+        let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
+        t[c] = a;
+        t[3 + c] = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half);
+        t[6 + c] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half);
+        t[9 + c] = d;
     }
-    for (ue, &dst) in u.iter().zip(planes) {
-        // SAFETY: every element of `u` was written above.
-        let ue: [__m256; MR] = std::array::from_fn(|r| unsafe { ue[r].assume_init() });
-        let cols = transpose8([ue[0], ue[1], ue[2], ue[3], ue[4], ue[5], zero, zero]);
-        for (l, col) in cols.iter().enumerate() {
-            // SAFETY: row l of the block, elements l*MR .. l*MR + 8 (the
-            // two past MR are row l + 1's first, rewritten by its store
-            // next); the last row stores MR lanes only.
-            unsafe {
-                if l < 7 {
-                    _mm256_storeu_ps(dst.add(l * MR), *col);
-                } else {
-                    _mm_storeu_ps(dst.add(l * MR), _mm256_castps256_ps128(*col));
-                    _mm_storel_epi64(
-                        dst.add(l * MR + 4).cast(),
-                        _mm_castps_si128(_mm256_extractf128_ps::<1>(*col)),
-                    );
-                }
-            }
+    for i in 0..4 {
+        let (a, b, d) = (t[3 * i], t[3 * i + 1], t[3 * i + 2]);
+        let u = [
+            a,
+            _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half),
+            _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half),
+            d,
+        ];
+        for (j, v) in u.into_iter().enumerate() {
+            // SAFETY: eight writable elements at each planes[e] + at (the
+            // contract).
+            unsafe { _mm256_storeu_ps(planes[4 * i + j].add(at), v) };
         }
     }
 }
