@@ -106,8 +106,22 @@ impl Tile {
 /// Tiles transformed together, one per SIMD lane: one GEMM `B` panel.
 pub(crate) const LANES: usize = NR;
 
+/// Fewest tiles of one forward task where there are tiles enough for every
+/// thread ([`TASKS_PER_THREAD`] tasks each), whatever [`TASK_BYTES`] says:
+/// each task's GEMMs are then at least two 16-column panels wide (the 6 x 32
+/// AVX-512F kernel, twelve accumulators, instead of the 6 x 16 kernel's
+/// six), and every task reads all of `U` (36 x 256 x 256 values on
+/// resnet_3x3_14) half as often. Blocks of 32 tiles against 16, per call
+/// (medians of 20-30 alternating pairs), 1 / 2 threads: resnet_3x3_14
+/// forward x1.09 / x1.19, input gradient x1.17 / x1.15; resnet_3x3_56
+/// x1.20 / x1.16 and x1.16 / x1.13; dilated_3x3d2 x1.09 / x1.12 and x1.10 /
+/// x1.14; cifar_3x3 1.00; forced AVX2 at 1
+/// thread, resnet_3x3_14 x1.03 / x1.02, resnet_3x3_56 x1.04 / x1.08. Blocks
+/// of 48 or 64 against 32: 0.97-1.01 on the same rows.
+const MIN_BLOCK_TILES: usize = 2 * LANES;
+
 /// Target bytes of one forward task's transformed input and products
-/// (`16 * (c_in + c_out) * tiles` elements): the 512 KiB L2.
+/// (`16 * (c_in + c_out) * tiles` elements), above [`MIN_BLOCK_TILES`].
 pub(crate) const TASK_BYTES: usize = 512 * 1024;
 
 /// Elements (one cache line of f32) added to the stride between the
@@ -417,7 +431,7 @@ pub(crate) fn plan<T>(geom: &Conv2dGeometry, tile: Tile) -> Plan {
     let block = if one_block {
         ntiles.div_ceil(LANES) * LANES
     } else {
-        by_bytes.min(by_tasks).max(LANES)
+        by_bytes.max(MIN_BLOCK_TILES).min(by_tasks).max(LANES)
     };
     let nblocks = ntiles.div_ceil(block);
     // Too few tile blocks to go round (batch 1 on small images): cut each
