@@ -502,6 +502,50 @@ unsafe fn weight_group8<const FLIPPED: bool>(kernels: &[*const f32], planes: &[*
     }
 }
 
+/// `dg = G^T dU G` ([`super::winograd`]'s inverse weight transform) of eight
+/// kernels `l < 8`, lane by lane: kernel `l`'s value of position `e` at
+/// `du + e * plane + l`, its nine taps stored to `dst[9 l .. 9 l + 9]`. The
+/// same additions and halvings in the same order as the scalar transform, so
+/// the same bits. The taps leave through one 8 x 8 transpose (taps 0..8 of
+/// each kernel as one store) and the ninth lane by lane.
+///
+/// # Safety
+/// AVX2 must be available; the eight values at `du + e * plane` must be
+/// readable for every `e < 16`, and `dst`'s 72 elements writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn weight_grad_out8_avx2(du: *const f32, plane: usize, dst: *mut f32) {
+    let half = _mm256_set1_ps(0.5);
+    // SAFETY: readable (the contract).
+    let u: [__m256; NE] = std::array::from_fn(|e| unsafe { _mm256_loadu_ps(du.add(e * plane)) });
+    let mut r = [[half; 3]; 4];
+    for (i, ri) in r.iter_mut().enumerate() {
+        let (u0, u1, u2, u3) = (u[i * 4], u[i * 4 + 1], u[i * 4 + 2], u[i * 4 + 3]);
+        let s = _mm256_mul_ps(_mm256_add_ps(u1, u2), half);
+        ri[0] = _mm256_add_ps(u0, s);
+        ri[1] = _mm256_mul_ps(_mm256_sub_ps(u1, u2), half);
+        ri[2] = _mm256_add_ps(s, u3);
+    }
+    let mut g = [half; 9];
+    for b in 0..3 {
+        let s = _mm256_mul_ps(_mm256_add_ps(r[1][b], r[2][b]), half);
+        g[b] = _mm256_add_ps(r[0][b], s);
+        g[3 + b] = _mm256_mul_ps(_mm256_sub_ps(r[1][b], r[2][b]), half);
+        g[6 + b] = _mm256_add_ps(s, r[3][b]);
+    }
+    let rows = transpose8([g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]]);
+    let mut ninth = [0.0f32; 8];
+    // SAFETY: eight elements of a local array.
+    unsafe { _mm256_storeu_ps(ninth.as_mut_ptr(), g[8]) };
+    for (l, row) in rows.iter().enumerate() {
+        // SAFETY: elements 9 l .. 9 l + 9 of `dst` (the contract).
+        unsafe {
+            _mm256_storeu_ps(dst.add(9 * l), *row);
+            *dst.add(9 * l + 8) = ninth[l];
+        }
+    }
+}
+
 /// The 8 x 8 transpose: output `t` holds lane `t` of every input, in input
 /// order.
 #[cfg(target_arch = "x86_64")]
