@@ -1822,13 +1822,11 @@ fn weight_grad_transform<T: Element>(du: &[T; NE]) -> [T; 9] {
 
 #[cfg(test)]
 mod tests {
-    use super::{MR, NE, transform_weights, u_len, weight_grad_transform, weight_transform};
+    use super::{
+        MR, NE, NE4, Tile, transform_weights, u_len, weight_grad_transform, weight_transform, weight_transform4,
+    };
     use crate::geometry::{Conv2dSpec, Padding};
 
-    /// The packed weight transform (eight input channels per register on
-    /// AVX2, the rest one by one) gives bitwise [`weight_transform`] of every
-    /// kernel, zeros in a partial panel's rows past `c_out`, plain and
-    /// flipped, with input channels off the groups of eight.
     /// The AVX2 inverse weight transform of eight kernels gives bitwise
     /// [`weight_grad_transform`] of each.
     #[test]
@@ -1852,9 +1850,16 @@ mod tests {
         }
     }
 
+    /// The packed weight transforms (F(2x2): four input channels at a time
+    /// on AVX2, the rest one by one; F(4x4): 32 channels at a time) give
+    /// bitwise [`weight_transform`] and [`weight_transform4`] of every
+    /// kernel, zeros in a partial panel's rows past `c_out`, plain and
+    /// flipped, with input channels off the groups.
     #[test]
     fn packed_weight_transform_is_the_scalar_one() {
-        let (cin, cout) = (19, 13);
+        // 37 input channels: a first gather of 32 channels and one of 5 at
+        // F(4x4), four-channel groups and a remainder of one at F(2x2).
+        let (cin, cout) = (37, 13);
         let geom = Conv2dSpec::new(1, cin, 5, 5, cout, 3, 3)
             .padding(Padding::symmetric(1))
             .build()
@@ -1863,24 +1868,37 @@ mod tests {
             .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
             .collect();
         let ulen = u_len(true, cout, cin);
-        for flipped in [false, true] {
-            let mut u = vec![f32::NAN; NE * ulen];
-            transform_weights(&geom, super::Tile::F2, &w, flipped, true, &mut u);
-            for o in 0..cout.div_ceil(MR) * MR {
-                for i in 0..cin {
-                    let want = if o >= cout {
-                        [0.0; NE]
-                    } else if flipped {
-                        // `w` is then the layer (i, o)'s weights of c_in x c_out.
-                        let k = &w[(i * cout + o) * 9..][..9];
-                        weight_transform([[k[8], k[7], k[6]], [k[5], k[4], k[3]], [k[2], k[1], k[0]]])
-                    } else {
-                        let k = &w[(o * cin + i) * 9..][..9];
-                        weight_transform([[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]])
-                    };
-                    for (e, &v) in want.iter().enumerate() {
-                        let got = u[e * ulen + (o / MR) * MR * cin + i * MR + o % MR];
-                        assert_eq!(got.to_bits(), v.to_bits(), "flipped {flipped}, o {o}, i {i}, e {e}");
+        for (tile, ne) in [(Tile::F2, NE), (Tile::F4, NE4)] {
+            for flipped in [false, true] {
+                let mut u = vec![f32::NAN; ne * ulen];
+                transform_weights(&geom, tile, &w, flipped, true, &mut u);
+                for o in 0..cout.div_ceil(MR) * MR {
+                    for i in 0..cin {
+                        let g = if flipped {
+                            // `w` is then the layer (i, o)'s weights of c_in x c_out.
+                            let k = &w[(i * cout + o.min(cout - 1)) * 9..][..9];
+                            [[k[8], k[7], k[6]], [k[5], k[4], k[3]], [k[2], k[1], k[0]]]
+                        } else {
+                            let k = &w[(o.min(cout - 1) * cin + i) * 9..][..9];
+                            [[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]]
+                        };
+                        let want = match tile {
+                            Tile::F2 => {
+                                let mut ue = [0.0; NE4];
+                                ue[..NE].copy_from_slice(&weight_transform(g));
+                                ue
+                            }
+                            Tile::F4 => weight_transform4(g),
+                        };
+                        for (e, &v) in want[..ne].iter().enumerate() {
+                            let v = if o >= cout { 0.0 } else { v };
+                            let got = u[e * ulen + (o / MR) * MR * cin + i * MR + o % MR];
+                            assert_eq!(
+                                got.to_bits(),
+                                v.to_bits(),
+                                "{tile:?}, flipped {flipped}, o {o}, i {i}, e {e}"
+                            );
+                        }
                     }
                 }
             }
