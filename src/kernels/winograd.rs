@@ -1003,7 +1003,8 @@ fn transform_panel<T: Element>(
         let ptrs: [*mut f32; NE] = std::array::from_fn(|e| f32s_mut(&mut planes[e][..4 * quads * MR]).as_mut_ptr());
         // SAFETY: AVX2 (`avx2_f32`); every kernel's taps lie in `w` (the
         // last element checked above); each pointer addresses the first
-        // 4 * quads * MR elements of this panel's own slice of a plane.
+        // 4 * quads * MR elements of this panel's own slice of a plane; the
+        // rows past o1 (garbage there) are zeroed below.
         unsafe { weight_panel_avx2(w[w0..].as_ptr(), (rs, ls), flipped, o1 - o0, quads, &ptrs) };
         i0 = 4 * quads;
     }

@@ -372,7 +372,8 @@ unsafe fn store_channels_avx2<const P: usize>(
 /// channels `l`, each kernel's 3 x 3 taps read from `w` at
 /// `r * rs + l * ls + tap(t)` (`tap(t) = 8 - t` when `flipped`, else `t`),
 /// stored into the panel of each position `e` at `planes[e]`: element
-/// `l * MR + r`, zeros for the rows `r >= rows`.
+/// `l * MR + r`. The rows `r >= rows` of a partial panel hold copies of row
+/// `rows - 1`'s results, for the caller to zero.
 ///
 /// The lanes follow the panel: the kernels `q = 8 k .. 8 k + 8` of the panel
 /// (`l = q / MR`, `r = q % MR`) go through one register, so each position's
@@ -383,8 +384,8 @@ unsafe fn store_channels_avx2<const P: usize>(
 /// order as the scalar transform, so the same bits.
 ///
 /// # Safety
-/// AVX2 must be available; every tap of the kernels `(r < rows, l < 4 *
-/// quads)` must lie in `w`; each `planes[e]` must address `4 * quads * MR`
+/// AVX2 must be available; `1 <= rows <= MR`; every tap of the kernels
+/// `(r < rows, l < 4 * quads)` must lie in `w`; each `planes[e]` must address `4 * quads * MR`
 /// writable elements that nothing else touches during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -422,26 +423,20 @@ unsafe fn weight_panel<const FLIPPED: bool>(
     const MR: usize = super::sgemm::MR;
     const Q: usize = 4 * MR;
     const _: () = assert!(Q.is_multiple_of(8));
-    static ZEROS: [f32; 9] = [0.0; 9];
+    assert!((1..=MR).contains(&rows));
     // Kernel q of the current four channels, (r, l) = (q % MR, q / MR); the
-    // rows past `rows` read nine zeros and stay there.
-    let mut kernels: [*const f32; Q] = std::array::from_fn(|q| {
-        if q % MR < rows {
-            w.wrapping_add((q % MR) * rs + (q / MR) * ls)
-        } else {
-            ZEROS.as_ptr()
-        }
-    });
-    let step: [usize; Q] = std::array::from_fn(|q| if q % MR < rows { 4 * ls } else { 0 });
+    // rows past `rows` read the last row's kernels (their results are
+    // overwritten by the caller).
+    let mut kernels: [*const f32; Q] =
+        std::array::from_fn(|q| w.wrapping_add((q % MR).min(rows - 1) * rs + (q / MR) * ls));
     for quad in 0..quads {
         for k in 0..Q / 8 {
-            // SAFETY: the kernels' taps lie in `w` or `ZEROS`, and the eight
-            // elements at `quad * Q + 8 * k` in the caller's planes (its
-            // contract).
+            // SAFETY: the kernels' taps lie in `w`, and the eight elements
+            // at `quad * Q + 8 * k` in the caller's planes (its contract).
             unsafe { weight_group8::<FLIPPED>(&kernels[8 * k..8 * k + 8], planes, quad * Q + 8 * k) };
         }
-        for (p, &d) in kernels.iter_mut().zip(&step) {
-            *p = p.wrapping_add(d);
+        for p in kernels.iter_mut() {
+            *p = p.wrapping_add(4 * ls);
         }
     }
 }
