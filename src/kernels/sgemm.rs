@@ -372,7 +372,9 @@ pub(crate) unsafe fn transpose_f32(
     // implicit weight gradient: 3 blocks and 4 columns -> 4 blocks).
     let shifted = cols > 8 && !cols.is_multiple_of(8);
     let covered = if shifted { cols } else { full_c };
-    let starts = (0..full_c).step_by(8).chain(shifted.then_some(cols - 8));
+    // `then`, not `then_some`: `cols - 8` is evaluated only when `shifted`
+    // (it underflows for `cols < 8`, a panic in a debug build).
+    let starts = (0..full_c).step_by(8).chain(shifted.then(|| cols - 8));
     for c0 in starts {
         if prefetch && c0 % 16 == 0 && c0 + PANEL_PREFETCH < cols {
             for r in 0..rows {
