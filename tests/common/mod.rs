@@ -6,6 +6,24 @@ use ferroconv::{Conv2dGeometry, Conv2dSpec, Element, Padding, reference};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+/// How many random cases a test runs: `full` natively, `miri` under Miri
+/// (`scripts/miri.sh`), which interprets every operation and runs about a
+/// million times slower.
+pub const fn cases(full: u64, miri: u64) -> u64 {
+    if cfg!(miri) { miri } else { full }
+}
+
+/// Forward multiply-adds (`n * c_out * oh * ow * K`) above which Miri skips a
+/// hand-picked geometry: such a geometry's four passes and f64 reference
+/// take over a minute each there. Natively every geometry runs.
+pub const MIRI_MAX_MACS: usize = 150_000;
+
+/// Whether this run checks `geom`: always natively; under Miri only where
+/// its forward has at most [`MIRI_MAX_MACS`] multiply-adds.
+pub fn runs_here(geom: &Conv2dGeometry) -> bool {
+    !cfg!(miri) || geom.n() * geom.c_out() * geom.oh() * geom.ow() * geom.k_len() <= MIRI_MAX_MACS
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
