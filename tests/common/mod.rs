@@ -14,8 +14,8 @@ pub const fn cases(full: u64, miri: u64) -> u64 {
 }
 
 /// Forward multiply-adds (`n * c_out * oh * ow * K`) above which Miri skips a
-/// hand-picked geometry: such a geometry's four passes and f64 reference
-/// take over a minute each there. Natively every geometry runs.
+/// hand-picked geometry: its four passes and f64 reference would take
+/// several minutes there. Natively every geometry runs.
 pub const MIRI_MAX_MACS: usize = 150_000;
 
 /// Whether this run checks `geom`: always natively; under Miri only where
