@@ -41,6 +41,13 @@ pub enum Algorithm {
     ///   channels and 48 tiles of 2x2 outputs; weight gradient: F(2x2, 3x3)
     ///   with at least 64 channels (128 when dilated) and 64 tiles of 2x2.
     ///
+    /// Some limits depend on the CPU, where measured so: with AVX-512F at
+    /// full width (a Xeon), F(4x4, 3x3) needs 64 channels for the weight
+    /// gradient, and for the other passes where the implicit GEMM forward
+    /// takes the layer, and the 4x4 tiles may cover up to 11/8; where
+    /// AVX-512F runs in 256-bit halves (AMD Zen 4), the 11/8 holds and the
+    /// weight gradient's F(2x2, 3x3) starts at 48 tiles.
+    ///
     /// The GEMM lowering everywhere else, and always for f64. F(4x4, 3x3)
     /// rounds more than the other paths (see [`Algorithm::Winograd4x4`]);
     /// pick [`Algorithm::Gemm`] or [`Algorithm::Winograd`] to rule it out.

@@ -56,6 +56,43 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Whether AVX-512F is in use ([`isa`]) on a CPU that executes each 512-bit
+/// operation as two 256-bit halves: AMD's Zen 4 (family 19h), whose FMA
+/// peak is the same with AVX2 (`examples/fma_peak.rs`: 115.5 GFLOP/s per
+/// core with AVX-512F, 113.8 with AVX2, on the project's EPYC), unlike a
+/// Xeon's two 512-bit FMA units. `Auto` picks some paths differently there
+/// (`winograd::selected`, `winograd::selected_weight_grad`), where measured
+/// so. `FERROCONV_AVX512_HALVES=1` or `0` overrides the detection (with
+/// AVX-512F in use; without it this is always false).
+pub(crate) fn avx512_halves() -> bool {
+    static HALVES: OnceLock<bool> = OnceLock::new();
+    isa() == Isa::Avx512
+        && *HALVES.get_or_init(|| match std::env::var("FERROCONV_AVX512_HALVES").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => zen4(),
+        })
+}
+
+/// Whether the CPU is an AMD family 19h part (Zen 3 and Zen 4; only Zen 4
+/// has AVX-512F). Zen 5 (family 1Ah) executes 512-bit operations whole.
+fn zen4() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let v = __cpuid(0);
+        let amd = (v.ebx, v.edx, v.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163); // "AuthenticAMD"
+        let eax = __cpuid(1).eax;
+        let base = (eax >> 8) & 0xf;
+        let family = if base == 0xf { base + ((eax >> 20) & 0xff) } else { base };
+        amd && family == 0x19
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the explicit f32 AVX2 loops run for element type `T`: `T` is
 /// f32 and the instruction set in use ([`isa`]) has AVX2.
 #[inline(always)]

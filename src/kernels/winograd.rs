@@ -236,7 +236,11 @@ pub(crate) const AUTO_MAX_WASTE_F4_AVX512: usize = 11;
 /// forward x1.155 (5 runs) and input gradient x1.13 at 1 thread, x1.16 and
 /// x1.10 at 2 (7 runs); resnet_3x3_56 (64 channels) 0.57 and dilated_3x3d2
 /// (64) 0.83 the other way. Between 32 and 64 no suite row measures the
-/// crossover.
+/// crossover. Not on a CPU that runs AVX-512F in 256-bit halves
+/// ([`super::isa::avx512_halves`], Zen 4), where F(4x4, 3x3) wins cifar_3x3
+/// at 32 channels (session 22, per call, medians of 150 alternating pairs:
+/// forward x1.26 / x1.17 at 1 / 2 threads, input gradient x1.41 / x1.07),
+/// so [`AUTO_MIN_CHANNELS_F4`] holds there.
 pub(crate) const AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT: usize = 64;
 
 /// [`AUTO_MIN_CHANNELS_F4`] for the weight gradient where the AVX-512F
@@ -244,7 +248,11 @@ pub(crate) const AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT: usize = 64;
 /// weight gradient, GEMM against F(4x4, 3x3) (medians of 3 alternating
 /// per-run bests, GFLOP/s): 104.3 / 85.2 at 1 thread, 141.5 / 86.9 at 2
 /// (forced AVX2 the other way: 60.3 / 73.9). From 64 channels F(4x4) still
-/// wins (resnet_3x3_56 123.4 / 159.9; dilated_3x3d2 123.0 / 128.5).
+/// wins (resnet_3x3_56 123.4 / 159.9; dilated_3x3d2 123.0 / 128.5). Not
+/// where AVX-512F runs in 256-bit halves ([`super::isa::avx512_halves`],
+/// Zen 4): there F(4x4) wins cifar_3x3's weight gradient x1.18 / x1.15 at 1
+/// / 2 threads (session 22, per call, medians of 150 alternating pairs), so
+/// [`AUTO_MIN_CHANNELS_F4`] holds.
 pub(crate) const AUTO_MIN_CHANNELS_F4_WEIGHT_GRAD_AVX512: usize = 64;
 
 /// Fewest input and output channels for which `Auto` runs the weight
@@ -267,8 +275,17 @@ pub(crate) const AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED: usize = 128;
 /// Fewest tiles for which `Auto` runs the weight gradient by Winograd: its
 /// tiles are the GEMMs' reduction, and batch-1 14x14 (49 tiles) measured
 /// 36.4 against 48.1 GFLOP/s on the GEMM path at 1 thread, 63.4 against
-/// 91.0 at 2 (medians of 5-7 alternating runs).
+/// 91.0 at 2 (medians of 5-7 alternating runs). Those were the AVX2 paths
+/// of session 3; see [`AUTO_MIN_TILES_WEIGHT_GRAD_HALVES`] for Zen 4 with
+/// AVX-512F.
 pub(crate) const AUTO_MIN_TILES_WEIGHT_GRAD: usize = 64;
+
+/// [`AUTO_MIN_TILES_WEIGHT_GRAD`] where AVX-512F runs in 256-bit halves
+/// ([`super::isa::avx512_halves`], Zen 4): there infer_b1_3x3's 49 tiles
+/// run F(2x2, 3x3) x1.29 / x1.18 faster than the GEMM path at 1 / 2 threads
+/// (session 22, per call, medians of 60 alternating pairs). No suite row
+/// measures fewer tiles; 48 keeps that row's side of the crossover.
+pub(crate) const AUTO_MIN_TILES_WEIGHT_GRAD_HALVES: usize = 48;
 
 /// Whether `geom` can run Winograd at all for `T` under its algorithm
 /// preference, and if `Auto`, whether it has the channels `min_c` and tiles
@@ -308,14 +325,14 @@ pub(crate) fn selected<T>(geom: &Conv2dGeometry) -> Option<Tile> {
 
 /// The channel limit of F(4x4, 3x3) on the forward pass and input gradient:
 /// [`AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT`] where the AVX-512F micro-kernels
-/// run and the implicit forward would take both passes, else
-/// [`AUTO_MIN_CHANNELS_F4`].
+/// run at full width (not [`super::isa::avx512_halves`]) and the implicit
+/// forward would take both passes, else [`AUTO_MIN_CHANNELS_F4`].
 fn min_channels_f4_forward<T>(geom: &Conv2dGeometry) -> usize {
     let implicit_both = || {
         super::implicit::eligible::<T>(geom)
             && super::implicit::input_grad_geometry(geom).is_some_and(|g| super::implicit::eligible::<T>(&g))
     };
-    if super::isa::isa() == super::isa::Isa::Avx512 && implicit_both() {
+    if super::isa::isa() == super::isa::Isa::Avx512 && !super::isa::avx512_halves() && implicit_both() {
         AUTO_MIN_CHANNELS_F4_AVX512_IMPLICIT
     } else {
         AUTO_MIN_CHANNELS_F4
@@ -353,7 +370,8 @@ pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     if geom.algorithm() == Algorithm::Winograd4x4 {
         return chosen::<T>(geom, 0, 0).then_some(Tile::F4);
     }
-    let min_c4 = if super::isa::isa() == super::isa::Isa::Avx512 {
+    let halves = super::isa::avx512_halves();
+    let min_c4 = if super::isa::isa() == super::isa::Isa::Avx512 && !halves {
         AUTO_MIN_CHANNELS_F4_WEIGHT_GRAD_AVX512
     } else {
         AUTO_MIN_CHANNELS_F4
@@ -366,7 +384,12 @@ pub(crate) fn selected_weight_grad<T>(geom: &Conv2dGeometry) -> Option<Tile> {
     } else {
         AUTO_MIN_CHANNELS_WEIGHT_GRAD_DILATED
     };
-    chosen::<T>(geom, min_c, AUTO_MIN_TILES_WEIGHT_GRAD).then_some(Tile::F2)
+    let min_tiles = if halves {
+        AUTO_MIN_TILES_WEIGHT_GRAD_HALVES
+    } else {
+        AUTO_MIN_TILES_WEIGHT_GRAD
+    };
+    chosen::<T>(geom, min_c, min_tiles).then_some(Tile::F2)
 }
 
 /// The forward geometry whose Winograd forward is `geom`'s input gradient,
