@@ -591,6 +591,10 @@ struct Segment {
 #[derive(Clone, Copy)]
 struct Grid {
     ntx: usize,
+    /// Tile rows per phase.
+    nty: usize,
+    /// Phases (`dh * dw`).
+    phases: usize,
     /// Tiles of one tile row of every phase (`dh * dw * ntx`).
     per_row: usize,
     /// Phases per image row of phases (`dw`).
@@ -606,6 +610,8 @@ impl Grid {
         let (nty, ntx) = (oh.div_ceil(dh).div_ceil(m), ow.div_ceil(dw).div_ceil(m));
         Grid {
             ntx,
+            nty,
+            phases: dh * dw,
             per_row: dh * dw * ntx,
             pw: dw,
             per_image: dh * dw * nty * ntx,
@@ -617,7 +623,12 @@ impl Grid {
     /// The runs covering tiles `t0..t1`, in order.
     #[inline(always)]
     fn segments(self, t0: usize, t1: usize) -> Segments {
-        Segments { grid: self, t: t0, t1 }
+        Segments {
+            grid: self,
+            t: t0,
+            t1,
+            at: None,
+        }
     }
 }
 
@@ -626,6 +637,10 @@ struct Segments {
     grid: Grid,
     t: usize,
     t1: usize,
+    /// Image, tile row, phase and column of tile `t`: divided out of `t`
+    /// for the first run, then stepped along (the runs of a 16x16 layer's
+    /// F(4x4) are 4 tiles, and a run's own work is a few hundred cycles).
+    at: Option<[usize; 4]>,
 }
 
 impl Iterator for Segments {
@@ -638,12 +653,28 @@ impl Iterator for Segments {
         }
         let t = self.t;
         let g = self.grid;
-        let (n, r) = (t / g.per_image, t % g.per_image);
-        let (ty, r) = (r / g.per_row, r % g.per_row);
-        let (phase, tx0) = (r / g.ntx, r % g.ntx);
-        let (py, px) = (phase / g.pw, phase % g.pw);
+        let [n, ty, phase, tx0] = self.at.unwrap_or_else(|| {
+            let (n, r) = (t / g.per_image, t % g.per_image);
+            let (ty, r) = (r / g.per_row, r % g.per_row);
+            [n, ty, r / g.ntx, r % g.ntx]
+        });
+        let (py, px) = if g.pw == 1 {
+            (phase, 0)
+        } else {
+            (phase / g.pw, phase % g.pw)
+        };
         let len = (g.ntx - tx0).min(self.t1 - t).min(SEG);
         self.t += len;
+        // Tile t + len: further along the row, or the next row's first.
+        self.at = Some(if tx0 + len < g.ntx {
+            [n, ty, phase, tx0 + len]
+        } else if phase + 1 < g.phases {
+            [n, ty, phase + 1, 0]
+        } else if ty + 1 < g.nty {
+            [n, ty + 1, 0, 0]
+        } else {
+            [n + 1, 0, 0, 0]
+        });
         Some(Segment {
             n,
             py,
@@ -676,7 +707,11 @@ pub(crate) type Rows<T> = [[T; SEG]; NE];
 
 /// Padded columns `c0 + dw * j`, `j < span`, of padded row `iy` of
 /// `plane` (zero outside the image; `dw` the dilation): undilated, the row
-/// itself where they all lie inside it, else a copy in `buf`.
+/// itself where they all lie inside it, else a copy in `buf`. The copy and
+/// its zeros are written [`CHUNK`] elements at a time ([`zero_chunks`],
+/// [`copy_chunks`]), so short rows (a 16-wide layer's 18 padded columns)
+/// cost a few vector moves instead of `memset` and `memcpy` calls; `buf`
+/// past `span` may be overwritten.
 #[inline(always)]
 fn padded_run<'a, T: Element>(
     plane: &'a [T],
@@ -686,23 +721,27 @@ fn padded_run<'a, T: Element>(
     span: usize,
     buf: &'a mut [T],
 ) -> &'a [T] {
-    let buf = &mut buf[..span];
+    assert!(span <= buf.len());
     if iy < src.pt || iy >= src.h + src.pt {
-        buf.fill(T::ZERO);
-        return buf;
+        zero_chunks(buf, 0, span);
+        return &buf[..span];
     }
-    let row = &plane[(iy - src.pt) * src.w..][..src.w];
+    let row = &plane[(iy - src.pt) * src.w..];
     let dw = src.dw;
     // Steps lo..hi lie inside the row: c0 + dw j >= pl, c0 + dw j < w + pl.
-    let lo = src.pl.saturating_sub(c0).div_ceil(dw).min(span);
-    let hi = (src.w + src.pl).saturating_sub(c0).div_ceil(dw).clamp(lo, span);
+    // (Undilated without a division: a few per run add up on small layers.)
+    let steps = |cols: usize| if dw == 1 { cols } else { cols.div_ceil(dw) };
+    let lo = steps(src.pl.saturating_sub(c0)).min(span);
+    let hi = steps((src.w + src.pl).saturating_sub(c0)).clamp(lo, span);
     if dw == 1 && lo == 0 && hi == span {
         return &row[c0 - src.pl..c0 - src.pl + span];
     }
-    buf[..lo].fill(T::ZERO);
-    buf[hi..].fill(T::ZERO);
+    // Left zeros first: their last chunk may reach into lo..hi, which the
+    // copy then writes; the copy's last chunk may reach past hi, which the
+    // right zeros then write.
+    zero_chunks(buf, 0, lo);
     if dw == 1 {
-        buf[lo..hi].copy_from_slice(&row[c0 + lo - src.pl..c0 + hi - src.pl]);
+        copy_chunks(buf, lo, &row[c0 + lo - src.pl..], hi - lo);
     } else if dw == 2 {
         even_elements(&mut buf[lo..hi], &row[c0 + 2 * lo - src.pl..]);
     } else {
@@ -710,7 +749,49 @@ fn padded_run<'a, T: Element>(
             *v = row[c0 + dw * (lo + j) - src.pl];
         }
     }
-    buf
+    zero_chunks(buf, hi, span);
+    &buf[..span]
+}
+
+/// Elements [`zero_chunks`] and [`copy_chunks`] move at a time: one AVX2
+/// register of f32.
+const CHUNK: usize = 8;
+
+/// Zeros `buf[a..b]` in whole chunks of [`CHUNK`] from `a` (the last may
+/// zero up to `CHUNK - 1` elements past `b`, where `buf` has them).
+#[inline(always)]
+fn zero_chunks<T: Element>(buf: &mut [T], a: usize, b: usize) {
+    let mut i = a;
+    while i < b {
+        if let Some(c) = buf.get_mut(i..i + CHUNK) {
+            let c: &mut [T; CHUNK] = c.try_into().unwrap();
+            *c = [T::ZERO; CHUNK];
+        } else {
+            buf[i..b].fill(T::ZERO);
+        }
+        i += CHUNK;
+    }
+}
+
+/// `buf[a..a + len] = src[..len]` in whole chunks of [`CHUNK`] (the last
+/// may copy up to `CHUNK - 1` elements more, where `buf` and `src` have
+/// them).
+#[inline(always)]
+fn copy_chunks<T: Element>(buf: &mut [T], a: usize, src: &[T], len: usize) {
+    let mut j = 0;
+    while j < len {
+        match (buf.get_mut(a + j..a + j + CHUNK), src.get(j..j + CHUNK)) {
+            (Some(d), Some(s)) => {
+                let d: &mut [T; CHUNK] = d.try_into().unwrap();
+                *d = s.try_into().unwrap();
+            }
+            _ => {
+                buf[a + j..a + len].copy_from_slice(&src[j..len]);
+                return;
+            }
+        }
+        j += CHUNK;
+    }
 }
 
 /// Asks the cache for the elements [`padded_run`] would read from `plane`
