@@ -1261,8 +1261,14 @@ unsafe fn kernel_6x16_avx512<A: Steps, const R: usize>(
     }
 }
 
-/// Pixels per micro-kernel call of [`sum_rows_panels`]: a 16-channel panel
-/// of `dYt` for them is 8 KiB, which stays in L1 while the row blocks pass.
+/// Pixels per micro-kernel call of [`sum_rows_panels`]: a row block's six
+/// rows of them are 3 KiB, which stay in L1 while the `dYt` panels (8 KiB
+/// per 16 channels, from L2) pass. Row blocks outermost (session 22, on the
+/// Zen 4; before, the panels were outermost and the rows streamed past
+/// them): down_3x3s2's weight gradient 91.1 -> 92.6 GFLOP/s at 1 thread and
+/// 172 -> 184 at 2, resnet_1x1_56's 96 -> 98 and 194 -> 200, the stem's
+/// 92.3 -> 93.2 and 183 -> 184, lenet_c2's 72.7 -> 71.2 and unchanged at 2
+/// (best of 30-40 calls, 3-4 alternating processes each; the same bits).
 pub(crate) const QC: usize = 128;
 
 /// The weight-gradient product `acc += A * B` with `A` given as `rows`
@@ -1295,31 +1301,30 @@ pub(crate) unsafe fn sum_rows_panels(
     let w = panels_per_call();
     for q0 in (0..q_len).step_by(QC) {
         let len = QC.min(q_len - q0);
-        for jp in (0..npanels).step_by(w) {
-            let jq = if jp + 1 < npanels { jp + 1 } else { jp };
-            let nr = (w * NR).min(ld - jp * NR);
-            for rb in 0..rows.div_ceil(MR) {
-                // Rows past the last repeat it; their sums are never read.
-                let mut ptrs = [std::ptr::null::<f32>(); MR];
-                for (i, ptr) in ptrs.iter_mut().enumerate() {
-                    // SAFETY: row(..) addresses q_len elements; q0 + len <= q_len.
-                    *ptr = unsafe { row((rb * MR + i).min(rows - 1)).add(q0) };
-                }
-                // The first pass over the row blocks asks for each row's
-                // next chunk (into L2: the whole next chunk of `A` does not
-                // fit L1): the rows lie far apart (a 1x1 layer's input
-                // channels, 12 KiB), each a short stream the hardware
-                // prefetcher barely starts on.
-                if jp == 0 && q0 + QC < q_len {
-                    let n = QC.min(q_len - q0 - QC);
-                    for &ptr in &ptrs {
-                        for j in (0..n).step_by(16) {
-                            // Element q0 + QC + j < q_len of the row; a
-                            // prefetch never faults or dereferences.
-                            _mm_prefetch::<_MM_HINT_T2>(ptr.wrapping_add(QC + j).cast());
-                        }
+        for rb in 0..rows.div_ceil(MR) {
+            // Rows past the last repeat it; their sums are never read.
+            let mut ptrs = [std::ptr::null::<f32>(); MR];
+            for (i, ptr) in ptrs.iter_mut().enumerate() {
+                // SAFETY: row(..) addresses q_len elements; q0 + len <= q_len.
+                *ptr = unsafe { row((rb * MR + i).min(rows - 1)).add(q0) };
+            }
+            // Each row's next chunk is asked for (into L2: the whole next
+            // chunk of `A` does not fit L1): the rows lie far apart (a 1x1
+            // layer's input channels, 12 KiB), each a short stream the
+            // hardware prefetcher barely starts on.
+            if q0 + QC < q_len {
+                let n = QC.min(q_len - q0 - QC);
+                for &ptr in &ptrs {
+                    for j in (0..n).step_by(16) {
+                        // Element q0 + QC + j < q_len of the row; a
+                        // prefetch never faults or dereferences.
+                        _mm_prefetch::<_MM_HINT_T2>(ptr.wrapping_add(QC + j).cast());
                     }
                 }
+            }
+            for jp in (0..npanels).step_by(w) {
+                let jq = if jp + 1 < npanels { jp + 1 } else { jp };
+                let nr = (w * NR).min(ld - jp * NR);
                 // SAFETY: steps 0..len of each row and of panels jp, jq from
                 // pixel q0 lie in the operands; the C block lies in `acc`.
                 unsafe {
