@@ -10,7 +10,8 @@
 #
 # Usage: scripts/side_by_side.sh [OUT_DIR]   (default side_by_side/)
 # Environment: SHARED (default ../shared), THREADS (default 1,2),
-# TORCH_SECONDS (default 0.5), OURS_SECONDS (default 0.7).
+# TORCH_SECONDS (default 0.5), OURS_SECONDS (default 0.7), ROWS (a comma
+# list of suite rows; default all).
 # Writes OUT_DIR/torch.csv, OUT_DIR/ferroconv.csv, OUT_DIR/report.md
 # (the side-by-side table) and OUT_DIR/benchmarks.svg.
 set -euo pipefail
@@ -23,7 +24,8 @@ cargo build --release --example bench_report
 bin=target/release/examples/bench_report
 echo "shape,pass,threads,median_ms,gflops" > "$out/torch.csv"
 : > "$out/ferroconv.csv"
-for row in $(grep -v '^#' benches/bench-shapes.csv | cut -d, -f1); do
+rows=${ROWS:-$(grep -v '^#' benches/bench-shapes.csv | cut -d, -f1 | paste -sd, -)}
+for row in ${rows//,/ }; do
     python3 "$shared/compare/torch_suite.py" benches/bench-shapes.csv --threads "$threads" \
         --seconds "${TORCH_SECONDS:-0.5}" --only "$row" | tail -n +2 >> "$out/torch.csv"
     "$bin" --seconds "${OURS_SECONDS:-0.7}" --no-naive --back-to-back --threads "$threads" --only "$row" \
