@@ -85,32 +85,6 @@ fn for_each_segment(
     }
 }
 
-/// `dst.copy_from_slice(src)` without a `memcpy` call for the short runs of
-/// small images (14 pixels for a 14x14 feature map): fixed-size blocks of 8,
-/// the last one overlapping the one before instead of a scalar tail.
-#[inline(always)]
-fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
-    let n = dst.len();
-    debug_assert_eq!(n, src.len());
-    if n >= 64 {
-        dst.copy_from_slice(src);
-    } else if n >= 8 {
-        let mut i = 0;
-        while i + 8 < n {
-            dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
-            i += 8;
-        }
-        dst[n - 8..].copy_from_slice(&src[n - 8..]);
-    } else if n >= 4 {
-        dst[..4].copy_from_slice(&src[..4]);
-        dst[n - 4..].copy_from_slice(&src[n - 4..]);
-    } else {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
-    }
-}
-
 /// The body of [`im2col_tile`].
 #[inline(always)]
 fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: usize, p1: usize, col: &mut [T]) {
@@ -138,7 +112,7 @@ fn im2col_tile_impl<T: Element>(geom: &Conv2dGeometry, x: &[T], nch: usize, p0: 
                 let off = r * tl + q;
                 let dst = &mut col[off..off + len];
                 zero_outside(dst, a, b);
-                copy_run(&mut dst[a..b], &x[ci * hw + src..ci * hw + src + (b - a)]);
+                super::copy_run(&mut dst[a..b], &x[ci * hw + src..ci * hw + src + (b - a)]);
             },
         );
     } else if sw == 2 {
@@ -318,7 +292,7 @@ fn im2col_panels_planes_impl<T: Element>(
                     let row = &xc[iy * w + x0..];
                     let d = &mut tmp[pb + (oy - oy0) * ow + a..][..b - a];
                     if sw == 1 {
-                        copy_run(d, &row[..d.len()]);
+                        super::copy_run(d, &row[..d.len()]);
                     } else if sw == 2 {
                         even_elements(d, row);
                     } else {
@@ -459,7 +433,7 @@ fn copy_piece<T: Element, const S: usize>(
         (0, 8, 8) => copy_evens::<T, 8, 15>(x, src, hw, dst, at, dstep, nch),
         (0, b, take) if b == take && S == 1 => {
             for ci in 0..nch {
-                copy_run(&mut dst[at + ci * dstep..][..take], &x[ci * hw + src..][..take]);
+                super::copy_run(&mut dst[at + ci * dstep..][..take], &x[ci * hw + src..][..take]);
             }
         }
         _ => {
@@ -467,7 +441,7 @@ fn copy_piece<T: Element, const S: usize>(
                 let d = &mut dst[at + ci * dstep..][..take];
                 zero_outside(d, a, b);
                 if b > a && S == 1 {
-                    copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
+                    super::copy_run(&mut d[a..b], &x[ci * hw + src..][..b - a]);
                 } else if b > a {
                     let from = &x[ci * hw + src..][..S * (b - a - 1) + 1];
                     for (v, chunk) in d[a..b].iter_mut().zip(from.chunks(S)) {

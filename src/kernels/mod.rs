@@ -43,6 +43,57 @@ pub(crate) fn f32s_mut<T: Element>(s: &mut [T]) -> &mut [f32] {
     T::as_f32_mut(s).unwrap_or_else(|| unreachable!("an f32-only path chosen for another element type"))
 }
 
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the short runs of
+/// small images (14 pixels for a 14x14 feature map; a 16-wide layer's padded
+/// Winograd rows): fixed-size blocks of 8, the last one overlapping the one
+/// before instead of a scalar tail.
+#[inline(always)]
+pub(crate) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    debug_assert_eq!(n, src.len());
+    if n >= 64 {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
+            i += 8;
+        }
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
+/// `dst.fill(T::ZERO)` the way [`copy_run`] copies: no `memset` call for
+/// the few zeros of a short padded row.
+#[inline(always)]
+pub(crate) fn zero_run<T: Element>(dst: &mut [T]) {
+    let n = dst.len();
+    if n >= 64 {
+        dst.fill(T::ZERO);
+    } else if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            dst[i..i + 8].copy_from_slice(&[T::ZERO; 8]);
+            i += 8;
+        }
+        dst[n - 8..].copy_from_slice(&[T::ZERO; 8]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&[T::ZERO; 4]);
+        dst[n - 4..].copy_from_slice(&[T::ZERO; 4]);
+    } else {
+        for d in dst {
+            *d = T::ZERO;
+        }
+    }
+}
+
 /// Asks the cache for every 64-byte line of `s` (a hint: no effect on
 /// results). The packers ask for rows ahead of their copy, the depthwise
 /// loops for the next plane (measurements where they are used).

@@ -708,10 +708,9 @@ pub(crate) type Rows<T> = [[T; SEG]; NE];
 /// Padded columns `c0 + dw * j`, `j < span`, of padded row `iy` of
 /// `plane` (zero outside the image; `dw` the dilation): undilated, the row
 /// itself where they all lie inside it, else a copy in `buf`. The copy and
-/// its zeros are written [`CHUNK`] elements at a time ([`zero_chunks`],
-/// [`copy_chunks`]), so short rows (a 16-wide layer's 18 padded columns)
-/// cost a few vector moves instead of `memset` and `memcpy` calls; `buf`
-/// past `span` may be overwritten.
+/// its zeros go through [`super::copy_run`] and [`super::zero_run`], so
+/// short rows (a 16-wide layer's 18 padded columns) cost a few vector moves
+/// instead of `memset` and `memcpy` calls.
 #[inline(always)]
 fn padded_run<'a, T: Element>(
     plane: &'a [T],
@@ -721,10 +720,10 @@ fn padded_run<'a, T: Element>(
     span: usize,
     buf: &'a mut [T],
 ) -> &'a [T] {
-    assert!(span <= buf.len());
+    let buf = &mut buf[..span];
     if iy < src.pt || iy >= src.h + src.pt {
-        zero_chunks(buf, 0, span);
-        return &buf[..span];
+        super::zero_run(buf);
+        return buf;
     }
     let row = &plane[(iy - src.pt) * src.w..];
     let dw = src.dw;
@@ -736,12 +735,10 @@ fn padded_run<'a, T: Element>(
     if dw == 1 && lo == 0 && hi == span {
         return &row[c0 - src.pl..c0 - src.pl + span];
     }
-    // Left zeros first: their last chunk may reach into lo..hi, which the
-    // copy then writes; the copy's last chunk may reach past hi, which the
-    // right zeros then write.
-    zero_chunks(buf, 0, lo);
+    super::zero_run(&mut buf[..lo]);
+    super::zero_run(&mut buf[hi..]);
     if dw == 1 {
-        copy_chunks(buf, lo, &row[c0 + lo - src.pl..], hi - lo);
+        super::copy_run(&mut buf[lo..hi], &row[c0 + lo - src.pl..c0 + hi - src.pl]);
     } else if dw == 2 {
         even_elements(&mut buf[lo..hi], &row[c0 + 2 * lo - src.pl..]);
     } else {
@@ -749,49 +746,7 @@ fn padded_run<'a, T: Element>(
             *v = row[c0 + dw * (lo + j) - src.pl];
         }
     }
-    zero_chunks(buf, hi, span);
-    &buf[..span]
-}
-
-/// Elements [`zero_chunks`] and [`copy_chunks`] move at a time: one AVX2
-/// register of f32.
-const CHUNK: usize = 8;
-
-/// Zeros `buf[a..b]` in whole chunks of [`CHUNK`] from `a` (the last may
-/// zero up to `CHUNK - 1` elements past `b`, where `buf` has them).
-#[inline(always)]
-fn zero_chunks<T: Element>(buf: &mut [T], a: usize, b: usize) {
-    let mut i = a;
-    while i < b {
-        if let Some(c) = buf.get_mut(i..i + CHUNK) {
-            let c: &mut [T; CHUNK] = c.try_into().unwrap();
-            *c = [T::ZERO; CHUNK];
-        } else {
-            buf[i..b].fill(T::ZERO);
-        }
-        i += CHUNK;
-    }
-}
-
-/// `buf[a..a + len] = src[..len]` in whole chunks of [`CHUNK`] (the last
-/// may copy up to `CHUNK - 1` elements more, where `buf` and `src` have
-/// them).
-#[inline(always)]
-fn copy_chunks<T: Element>(buf: &mut [T], a: usize, src: &[T], len: usize) {
-    let mut j = 0;
-    while j < len {
-        match (buf.get_mut(a + j..a + j + CHUNK), src.get(j..j + CHUNK)) {
-            (Some(d), Some(s)) => {
-                let d: &mut [T; CHUNK] = d.try_into().unwrap();
-                *d = s.try_into().unwrap();
-            }
-            _ => {
-                buf[a + j..a + len].copy_from_slice(&src[j..len]);
-                return;
-            }
-        }
-        j += CHUNK;
-    }
+    buf
 }
 
 /// Asks the cache for the elements [`padded_run`] would read from `plane`
