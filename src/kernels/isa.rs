@@ -76,8 +76,9 @@ pub(crate) fn avx512_halves() -> bool {
 
 /// Whether the CPU is an AMD family 19h part (Zen 3 and Zen 4; only Zen 4
 /// has AVX-512F). Zen 5 (family 1Ah) executes 512-bit operations whole.
+/// Under Miri (which cannot run CPUID) false.
 fn zen4() -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use std::arch::x86_64::__cpuid;
         let v = __cpuid(0);
@@ -87,7 +88,7 @@ fn zen4() -> bool {
         let family = if base == 0xf { base + ((eax >> 20) & 0xff) } else { base };
         amd && family == 0x19
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
     {
         false
     }
