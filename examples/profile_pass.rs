@@ -3,7 +3,23 @@ mod suite;
 use ferroconv::*;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let row = suite::rows().into_iter().find(|r| r.name == a[1]).unwrap();
+    // A suite row's name, or a shape `n,c_in,h,w,c_out,kh,kw,stride,pad,dilation,groups`.
+    let row = if a[1].contains(',') {
+        let v: Vec<usize> = a[1].split(',').map(|s| s.parse().expect("integer field")).collect();
+        let geom = Conv2dSpec::new(v[0], v[1], v[2], v[3], v[4], v[5], v[6])
+            .stride(v[7], v[7])
+            .padding(Padding::symmetric(v[8]))
+            .dilation(v[9], v[9])
+            .groups(v[10])
+            .build()
+            .unwrap();
+        suite::Row {
+            name: a[1].clone(),
+            geom,
+        }
+    } else {
+        suite::rows().into_iter().find(|r| r.name == a[1]).unwrap()
+    };
     // ALGO=gemm, ALGO=winograd or ALGO=winograd4 forces an algorithm (default: Auto).
     let algo = match std::env::var("ALGO").as_deref() {
         Ok("gemm") => Algorithm::Gemm,
