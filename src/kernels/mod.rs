@@ -25,6 +25,7 @@ pub(crate) mod parallel;
 pub(crate) mod sgemm;
 pub(crate) mod simd;
 pub(crate) mod small_cin;
+pub(crate) mod strided_wgrad;
 pub(crate) mod weight_grad;
 pub(crate) mod winograd;
 pub(crate) mod winograd4;
@@ -183,6 +184,9 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
     } else if dot_wgrad::eligible::<T>(geom) {
         let w = dot_wgrad::plan(geom);
         (w.parts * w.scratch_len, w.partials_len, 0)
+    } else if strided_wgrad::eligible::<T>(geom) {
+        let w = strided_wgrad::plan(geom);
+        (w.parts * w.scratch_len, w.partials_len, w.index_len)
     } else if implicit_wgrad::eligible::<T>(geom) {
         let w = implicit_wgrad::plan(geom);
         (w.parts * w.scratch_len, w.partials_len, w.index_len)

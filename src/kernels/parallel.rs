@@ -108,6 +108,27 @@ pub(crate) fn chunk_pairs(
     (chunk * total / nchunks..(chunk + 1) * total / nchunks).map(move |i| (i / per_image, i % per_image))
 }
 
+/// The pairs of [`chunk_pairs`] grouped by image: `(n, pieces)` for each
+/// image the chunk touches, in order, `pieces` its run of pieces of image `n`.
+pub(crate) fn chunk_images(
+    chunk: usize,
+    nchunks: usize,
+    n: usize,
+    per_image: usize,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+    let total = n * per_image;
+    let (p0, p1) = (chunk * total / nchunks, (chunk + 1) * total / nchunks);
+    let images = if p0 < p1 {
+        p0 / per_image..(p1 - 1) / per_image + 1
+    } else {
+        0..0
+    };
+    images.map(move |img| {
+        let first = img * per_image;
+        (img, p0.max(first) - first..p1.min(first + per_image) - first)
+    })
+}
+
 /// The pixel tiles of one image: `ntiles` ranges of whole [`PANEL`]s, as
 /// even as possible (tile `t` covers panels `t*P/ntiles .. (t+1)*P/ntiles`
 /// of the `P = ceil(ohw / 16)` panels).
@@ -330,5 +351,27 @@ pub(crate) unsafe fn gemm_split_n<T: Element>(
         run(0);
     } else {
         (0..parts).into_par_iter().for_each(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_images, chunk_pairs};
+
+    /// `chunk_images` is `chunk_pairs` grouped by image, for chunks that cut
+    /// images, hold several, or none.
+    #[test]
+    fn chunk_images_groups_chunk_pairs() {
+        for (n, per, nchunks) in [(8, 1, 8), (8, 3, 16), (3, 4, 5), (1, 7, 3), (2, 1, 4), (5, 2, 1)] {
+            for chunk in 0..nchunks {
+                let flat: Vec<(usize, usize)> = chunk_images(chunk, nchunks, n, per)
+                    .flat_map(|(img, pieces)| {
+                        assert!(!pieces.is_empty() && pieces.end <= per);
+                        pieces.map(move |p| (img, p))
+                    })
+                    .collect();
+                assert_eq!(flat, chunk_pairs(chunk, nchunks, n, per).collect::<Vec<_>>());
+            }
+        }
     }
 }

@@ -125,6 +125,21 @@ pub(crate) fn weight_grad<T: Element>(geom: &Conv2dGeometry, x: &[T], dy: &[T], 
         super::dot_wgrad::weight_grad(geom, &p, f32s(x), f32s(dy), f32s_mut(dw), f.scratch, f.partials);
         return;
     }
+    if super::strided_wgrad::eligible::<T>(geom) {
+        let p = super::strided_wgrad::plan(geom);
+        let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, p.index_len);
+        super::strided_wgrad::weight_grad(
+            geom,
+            &p,
+            f32s(x),
+            f32s(dy),
+            f32s_mut(dw),
+            f.scratch,
+            f.partials,
+            f.index,
+        );
+        return;
+    }
     if implicit_wgrad::eligible::<T>(geom) {
         let p = implicit_wgrad::plan(geom);
         let f = ws.f32_parts(p.parts * p.scratch_len, p.partials_len, 0, p.index_len);
@@ -290,7 +305,7 @@ fn weight_grad_packed(
             // i at pixel p0), tl readable elements each; dyt holds npanels
             // panels of tl_max >= tl steps; acc holds the block's tiles.
             unsafe {
-                sgemm::sum_rows_panels(rows, |i| rows_ptr.add(i * rs), dyt, tl_max, tl, npanels, acc);
+                sgemm::sum_rows_panels(rows, |i| rows_ptr.add(i * rs), None, dyt, tl_max, tl, npanels, acc);
             }
         }
         let target = targets.get(chunk);

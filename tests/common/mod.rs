@@ -195,6 +195,16 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
             .padding(Padding::same())
             .groups(2),
         s(2, 24, 12, 17, 32, 1, 1).stride(2, 2),
+        // The strided weight gradient read in place: 1152 x 128 sums (three
+        // tap blocks, two in one task on two threads), border pixels on
+        // every side (asymmetric padding); stride 2 with dilation 2.
+        s(2, 128, 13, 12, 128, 3, 3)
+            .stride(2, 2)
+            .padding(Padding::explicit(1, 2, 0, 1)),
+        s(1, 16, 21, 19, 32, 3, 3)
+            .stride(2, 2)
+            .dilation(2, 2)
+            .padding(Padding::explicit(2, 2, 2, 1)),
         s(1, 8, 150, 20, 32, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
         // col2im at column stride 2 with runs of 8 and 16 targets per row
         // (17 output columns, the first tap column skips one), which once
