@@ -54,6 +54,9 @@ fn geometries() -> Vec<Conv2dGeometry> {
         // weight-gradient chunks of several pixel tiles across images
         s(2, 256, 100, 100, 16, 1, 1),
         s(2, 3, 160, 160, 16, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),
+        // cifar-like 3x3 (Winograd where `Auto` picks it): the weight
+        // gradient's tiles in two chunks on one thread, one chunk on more
+        s(16, 32, 16, 16, 32, 3, 3).padding(Padding::symmetric(1)),
         // the implicit weight gradient: 9 chunks of two (image, band) pairs
         s(2, 32, 96, 96, 32, 3, 3).dilation(2, 2).padding(Padding::symmetric(2)),
         // grouped, dilated, long pixel rows (several tiles per image)

@@ -152,6 +152,19 @@ const PLANE_PAD: usize = 16;
 /// chunk has at least [`wgrad_min_chunk`] tiles.
 pub(crate) const WGRAD_CHUNK_BYTES: usize = 1 << 20;
 
+/// Largest call (all its transformed tiles, `16` or `36 * (c_in + c_out)`
+/// elements each) that runs as one chunk when more than one thread runs the
+/// packed kernel: each chunk costs two fork-joins of the threads, which on
+/// a small layer outweigh the caches. cifar_3x3's weight gradient (F(4x4),
+/// 512 tiles, 4.7 MB) at 2 threads, one chunk against three: x1.08-1.11
+/// per call (medians of 300 alternating pairs, three runs; best of 300
+/// calls in alternating processes 221 against 199 GFLOP/s). At 1 thread (no
+/// fork-joins) one chunk read 111 against 113, so it keeps
+/// [`WGRAD_CHUNK_BYTES`]; on the suite's bigger Winograd rows chunks of
+/// 4 MiB per thread measured either way within the noise, so they keep it.
+/// The chunks change no bit on the packed kernel (see [`wgrad_plan`]).
+pub(crate) const WGRAD_ONE_CHUNK_BYTES: usize = 8 << 20;
+
 /// Fewest tiles of a weight-gradient chunk: `2 c_out c_in / (c_in + c_out)`,
 /// so that reloading `dU` costs at most half the chunk's own transformed
 /// data. resnet_3x3_14 (256 channels): 256-tile chunks (8 MiB) measured
@@ -1514,7 +1527,12 @@ pub(crate) fn wgrad_plan<T>(geom: &Conv2dGeometry, tile: Tile) -> WgradPlan {
     // each chunk's product to `dU` as a whole, so there the chunks must not
     // depend on the thread count.
     let share = if packed { rayon::current_num_threads().max(1) } else { 1 };
-    let chunk = (WGRAD_CHUNK_BYTES * share / per_tile)
+    let chunk = if share > 1 && ntiles * per_tile <= WGRAD_ONE_CHUNK_BYTES {
+        ntiles
+    } else {
+        WGRAD_CHUNK_BYTES * share / per_tile
+    };
+    let chunk = chunk
         .max(wgrad_min_chunk(cin, cout))
         .div_ceil(LANES)
         .min(ntiles.div_ceil(LANES))
