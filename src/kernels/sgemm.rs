@@ -791,9 +791,9 @@ impl Steps for TapRows {
 }
 
 /// `A` rows read through a table of steps: row `r` of step `p` at
-/// `rows[r] + steps[p]` (the stride-2 weight gradient, where row `r` is one
+/// `rows[r] + steps[p]` (the strided weight gradient, where row `r` is one
 /// tap of one input channel read in place and the steps are the output
-/// pixels of a region, two elements apart along a row).
+/// pixels of a region, the stride apart along a row).
 #[derive(Clone, Copy)]
 struct TableRows {
     rows: [*const f32; MR],
