@@ -167,7 +167,7 @@ pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     let blocks = k.div_ceil(MR);
     let acc_row_bytes = cog.div_ceil(NR) * NR * std::mem::size_of::<f32>();
     let l2_blocks = (k * acc_row_bytes).div_ceil(ACC_BYTES).clamp(1, blocks);
-    // Bands of output rows whose input rows (two per output row) of one
+    // Bands of output rows whose input rows (sy per output row) of one
     // L2-sized block's channels fit SLAB_BYTES: from the geometry alone, as
     // are the chunks (runs of (image, band) pairs).
     let nch = ((blocks.div_ceil(l2_blocks) * MR).div_ceil(khkw) + 1).min(geom.cig());
@@ -251,7 +251,7 @@ pub(crate) fn weight_grad(
     let (taps, rest) = index.split_at_mut(k);
     let (steps, rest) = rest.split_at_mut(p.q_max);
     let (border, rest) = rest.split_at_mut(p.nborder);
-    // Border pixel j's first input row 2 oy - pad_top and column 2 ox -
+    // Border pixel j's first input row sy oy - pad_top and column sx ox -
     // pad_left, wrapped (negative in the padding).
     let (first_y, rest) = rest.split_at_mut(p.nborder);
     let first_x = &mut rest[..p.nborder];
@@ -329,7 +329,7 @@ pub(crate) fn weight_grad(
                     }
                 }
                 // Input element of the band's first inner pixel for tap
-                // (0, 0, 0): inside the image (rows from 2 oy_lo >= pad_top).
+                // (0, 0, 0): inside the image (rows from sy oy_lo >= pad_top).
                 let origin = (sy * m0).saturating_sub(pt) * w + sx * reg.ox_lo - pl;
                 for kb in kb0..kb1 {
                     let (r0, r1) = (kb * p.kb_rows, ((kb + 1) * p.kb_rows).min(k));
