@@ -48,6 +48,14 @@ pub enum Algorithm {
     /// AVX-512F runs in 256-bit halves (AMD Zen 4), the 11/8 holds and the
     /// weight gradient's F(2x2, 3x3) starts at 48 tiles.
     ///
+    /// For f32 3x3 stride-2 layers (dilation 1, one group) where AVX-512F
+    /// runs, the forward pass by a Winograd decomposition into the input's
+    /// four phases (F(2, 2) per axis, 25 multiplications per 2x2 output
+    /// tile instead of 36), with at least 16 input and output channels and
+    /// 192 tiles of 2x2 outputs covering at most 9/8 of the outputs; its
+    /// rounding is F(2x2, 3x3)'s (`tests/winograd_s2.rs`). The gradients of
+    /// these layers run the GEMM paths.
+    ///
     /// The GEMM lowering everywhere else, and always for f64. F(4x4, 3x3)
     /// rounds more than the other paths (see [`Algorithm::Winograd4x4`]);
     /// pick [`Algorithm::Gemm`] or [`Algorithm::Winograd`] to rule it out.

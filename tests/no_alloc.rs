@@ -87,6 +87,9 @@ fn steady_state_steps_of_every_f32_pass_allocate_nothing() {
         s(4, 32, 20, 20, 32, 3, 3).padding(Padding::symmetric(1)),
         // Strided: im2col panels, own GEMM + col2im, column-tile sums.
         s(2, 32, 15, 15, 48, 3, 3).stride(2, 2).padding(Padding::same()),
+        // Strided 3x3 with 196 tiles of 2x2: the stride-2 Winograd forward
+        // where AVX-512F runs.
+        s(4, 32, 28, 28, 32, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
         // Pointwise.
         s(2, 24, 10, 10, 40, 1, 1),
         // Depthwise (direct loops).

@@ -105,6 +105,12 @@ pub(crate) fn forward<T: Element>(
     y: &mut [T],
     ws: &mut Workspace<T>,
 ) {
+    if super::winograd_s2::selected::<T>(geom) {
+        let p = super::winograd_s2::plan(geom);
+        let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);
+        super::winograd_s2::forward(geom, &p, x, w, bias, y, packed, scratch);
+        return;
+    }
     if let Some(tile) = super::winograd::selected::<T>(geom) {
         let p = super::winograd::plan::<T>(geom, tile);
         let (scratch, _, packed) = ws.parts_mut(p.parts * p.scratch_len, 0, p.packed_len);

@@ -29,6 +29,7 @@ pub(crate) mod strided_wgrad;
 pub(crate) mod weight_grad;
 pub(crate) mod winograd;
 pub(crate) mod winograd4;
+pub(crate) mod winograd_s2;
 pub(crate) mod winograd_simd;
 
 use crate::element::Element;
@@ -148,7 +149,10 @@ pub(crate) fn workspace_len<T>(geom: &Conv2dGeometry) -> (usize, usize, usize, u
     if direct::eligible(geom) {
         return (direct::scratch_len::<T>(geom), 0, 0, 0);
     }
-    let (f_scratch, f_packed, index) = if let Some(tile) = winograd::selected::<T>(geom) {
+    let (f_scratch, f_packed, index) = if winograd_s2::selected::<T>(geom) {
+        let p = winograd_s2::plan(geom);
+        (p.parts * p.scratch_len, p.packed_len, 0)
+    } else if let Some(tile) = winograd::selected::<T>(geom) {
         let p = winograd::plan::<T>(geom, tile);
         (p.parts * p.scratch_len, p.packed_len, 0)
     } else if small_cin::eligible::<T>(geom) {
