@@ -438,7 +438,6 @@ pub(crate) fn forward<T: Element>(
         }
     });
     let u = &*u;
-    let tpad = TASK_TILES;
     let (x, y) = (super::f32s(x), super::f32s_mut(y));
     let bias = bias.map(super::f32s);
     let scratch = super::f32s_mut(scratch);
@@ -447,7 +446,9 @@ pub(crate) fn forward<T: Element>(
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let (t0, t1) = (task * TASK_TILES, ((task + 1) * TASK_TILES).min(total));
         let al = sgemm::align_offset(slot);
-        let (vs, ms) = (cin * tpad + SKEW, cout * tpad + SKEW);
+        // Position e's B panels (c_in x 32) at v[e * vs..], its products
+        // (c_out x 32, row-major) at m[e * ms..].
+        let (vs, ms) = (cin * TASK_TILES + SKEW, cout * TASK_TILES + SKEW);
         let (v, m) = slot[al..].split_at_mut(NE * vs);
         // The task's runs: its tiles cut at tile-row ends and every 16.
         let mut runs = [Run::default(); MAX_RUNS];
@@ -486,14 +487,14 @@ pub(crate) fn forward<T: Element>(
                 }
                 let xc = &x[(run.n * cin + ci) * hw..(run.n * cin + ci + 1) * hw];
                 // SAFETY: AVX-512F (`selected`); `v` holds the task's panels
-                // for every position (NE x cin x tpad).
+                // for every position, `vs` apart.
                 unsafe { input_run(geom, run, xc, ci, cin, v.as_mut_ptr(), vs) };
             }
         }
         for e in 0..NE {
             // SAFETY: the packed kernel is available (`selected`); A is the
             // transformed kernel's MR-row panels (cout x cin); B holds the
-            // task's panels of `cin` steps; C is the task's cout x tpad block
+            // task's panels of `cin` steps; C is the task's cout x 32 block
             // of M for position e.
             unsafe {
                 sgemm::gemm(
@@ -505,7 +506,7 @@ pub(crate) fn forward<T: Element>(
                     v[e * vs..].as_ptr(),
                     NR * cin,
                     m[e * ms..].as_mut_ptr(),
-                    tpad,
+                    TASK_TILES,
                     sgemm::Start::Zero,
                 );
             }
@@ -520,7 +521,7 @@ pub(crate) fn forward<T: Element>(
                     output_run(
                         geom,
                         run,
-                        m[co * tpad..].as_ptr(),
+                        m[co * TASK_TILES..].as_ptr(),
                         ms,
                         b,
                         out.get().add((run.n * cout + co) * ohw),
