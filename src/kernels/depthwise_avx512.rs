@@ -49,6 +49,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::lanes16 as lanes;
 use crate::geometry::Conv2dGeometry;
 
 /// Output rows one block computes: each loaded input vector feeds up to
@@ -136,16 +137,6 @@ pub(crate) fn weight_grad(geom: &Conv2dGeometry, p: &Plane, x: &[f32], dy: &[f32
         // SAFETY: AVX-512F (a `Plane` exists only where it is in use).
         unsafe { weight_grad_channel(p, x, xs, dy, dys, geom.n(), dwk) };
     });
-}
-
-/// Lanes `lo .. hi` of a 16-lane mask (empty where `hi <= lo`), clamped to
-/// `0 .. 16`.
-fn lanes(lo: isize, hi: isize) -> u16 {
-    let (lo, hi) = (lo.clamp(0, 16) as u32, hi.clamp(0, 16) as u32);
-    if hi <= lo {
-        return 0;
-    }
-    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
 }
 
 /// Per output vector `ox0`: the output lanes, and per `kx` the lanes whose

@@ -136,6 +136,17 @@ pub(crate) fn prefetch_part<T>(s: &[T], i: usize, parts: usize) {
     prefetch(&s[i * s.len() / parts..((i + 1) * s.len() / parts).min(s.len())]);
 }
 
+/// Lanes `lo .. hi` of a 16-lane mask (empty where `hi <= lo`), clamped to
+/// `0 .. 16`: the lane masks of the AVX-512F loops that read and write
+/// through masks (depthwise planes, the stride-2 Winograd runs).
+pub(crate) fn lanes16(lo: isize, hi: isize) -> u16 {
+    let (lo, hi) = (lo.clamp(0, 16) as u32, hi.clamp(0, 16) as u32);
+    if hi <= lo {
+        return 0;
+    }
+    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+}
+
 /// Whether the f32 passes run on ferroconv's own packed GEMM ([`sgemm`]) for
 /// element type `T`: f32 on a CPU with AVX2 and FMA, unless
 /// `FERROCONV_ISA=generic` forces the matrixmultiply path.

@@ -56,6 +56,7 @@
 
 use rayon::prelude::*;
 
+use super::lanes16;
 use super::parallel::{SharedMut, parts_for, run_tasks};
 use super::sgemm::{self, MR, NR};
 use crate::element::Element;
@@ -200,16 +201,6 @@ struct Run {
     lane0: usize,
 }
 
-/// Lanes `lo..hi` of a 16-lane mask.
-#[inline(always)]
-fn lanes16(lo: usize, hi: usize) -> u16 {
-    if hi <= lo {
-        0
-    } else {
-        (((1u32 << hi.min(16)) - 1) & !((1u32 << lo.min(16)) - 1)) as u16
-    }
-}
-
 /// Transforms channel plane `xc` (of image `run.n`) for the run's tiles
 /// into step `ci` of the 25 GEMMs' `B` panels at `v` (position `e`'s
 /// panels at `v + e * estride`, panel `j` at `+ j * cin * NR`).
@@ -235,11 +226,7 @@ unsafe fn input_run(geom: &Conv2dGeometry, run: &Run, xc: &[f32], ci: usize, cin
     let even1 = _mm512_setr_epi32(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 0);
     let ix0 = (4 * run.tx0) as isize - pl as isize;
     // Lanes of load k (columns ix0 + 16 k + lane) inside the image.
-    let cols = |k: isize| {
-        let lo = (-(ix0 + 16 * k)).clamp(0, 16) as usize;
-        let hi = (w - ix0 - 16 * k).clamp(0, 16) as usize;
-        lanes16(lo, hi)
-    };
+    let cols = |k: isize| lanes16(-(ix0 + 16 * k), w - ix0 - 16 * k);
     let m = [cols(0), cols(1), cols(2), cols(3)];
     let last = ix0 + 64;
     let mut d = [_mm512_setzero_ps(); 25];
@@ -311,8 +298,8 @@ unsafe fn input_run(geom: &Conv2dGeometry, run: &Run, xc: &[f32], ci: usize, cin
     // Lanes 0..len go to the task's tiles lane0..: lanes s.. of panel j,
     // the rest to the start of panel j + 1.
     let (j, s) = (run.lane0 / LANES, run.lane0 % LANES);
-    let first = lanes16(0, (LANES - s).min(run.len));
-    let second = lanes16(LANES - s, run.len);
+    let first = lanes16(0, (LANES - s).min(run.len) as isize);
+    let second = lanes16((LANES - s) as isize, run.len as isize);
     let p0 = v.wrapping_add(j * cin * NR + ci * NR + s);
     let p1 = v.wrapping_add((j + 1) * cin * NR + ci * NR).wrapping_sub(LANES - s);
     for (e, o) in out.iter().enumerate() {
@@ -342,7 +329,7 @@ unsafe fn input_run(geom: &Conv2dGeometry, run: &Run, xc: &[f32], ci: usize, cin
 unsafe fn output_run(geom: &Conv2dGeometry, run: &Run, m: *const f32, estride: usize, bias: f32, yc: *mut f32) {
     use std::arch::x86_64::*;
     let (oh, ow) = (geom.oh(), geom.ow());
-    let lanes = lanes16(0, run.len);
+    let lanes = lanes16(0, run.len as isize);
     // SAFETY: the caller's contract; masked-off lanes are not accessed.
     let p: [__m512; NE] =
         std::array::from_fn(|e| unsafe { _mm512_maskz_loadu_ps(lanes, m.wrapping_add(e * estride + run.lane0)) });
@@ -363,7 +350,7 @@ unsafe fn output_run(geom: &Conv2dGeometry, run: &Run, m: *const f32, estride: u
     let ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let ncols = (2 * run.len).min(ow - 2 * run.tx0);
-    let (mlo, mhi) = (lanes16(0, ncols), lanes16(0, ncols.saturating_sub(16)));
+    let (mlo, mhi) = (lanes16(0, ncols as isize), lanes16(0, ncols as isize - 16));
     for a in 0..2 {
         let oy = 2 * run.ty + a;
         if oy >= oh {

@@ -305,3 +305,29 @@ pub fn describe(geom: &Conv2dGeometry) -> String {
         geom.ow()
     )
 }
+
+/// Each element's magnitude replaced by the largest in its Winograd tile of
+/// `t x t` outputs (planes of `h x w`): with dilation `(dh, dw)` the tile of
+/// pixel `(y, x)` is the `t x t` block of its phase sub-lattice, pixels
+/// `(y % dh + dh * (t * (y / dh / t) + a), x % dw + dw * (t * (x / dw / t) + b))`.
+pub fn tile_max(mag: &[f64], h: usize, w: usize, (dh, dw): (usize, usize), t: usize) -> Vec<f64> {
+    let mut out = vec![0.0; mag.len()];
+    for (pi, plane) in mag.chunks(h * w).enumerate() {
+        for y in 0..h {
+            for x in 0..w {
+                let (y0, x0) = (y % dh + dh * (t * (y / dh / t)), x % dw + dw * (t * (x / dw / t)));
+                let mut m: f64 = 0.0;
+                for a in 0..t {
+                    for b in 0..t {
+                        let (yy, xx) = (y0 + dh * a, x0 + dw * b);
+                        if yy < h && xx < w {
+                            m = m.max(plane[yy * w + xx]);
+                        }
+                    }
+                }
+                out[pi * h * w + y * w + x] = m;
+            }
+        }
+    }
+    out
+}
