@@ -95,7 +95,8 @@ fn steady_state_steps_of_every_f32_pass_allocate_nothing() {
         // Depthwise (direct loops).
         s(2, 16, 40, 40, 16, 3, 3).padding(Padding::symmetric(1)).groups(16),
         // LeNet's first layer: tiny c_in, 20 output channels (the direct
-        // small-channel forward).
+        // small-channel forward, the dot-product weight gradient reading
+        // the input in place).
         s(4, 1, 28, 28, 20, 5, 5),
         // A stem-like layer: 3 channels, 7x7, stride 2 (phase-split slab).
         s(2, 3, 30, 30, 8, 7, 7).stride(2, 2).padding(Padding::symmetric(3)),

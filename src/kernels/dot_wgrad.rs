@@ -5,28 +5,40 @@
 //! The weight gradient is the sum, over every output pixel, of the input patch
 //! times the output delta. For group `g`, with `col_n` image `n`'s column
 //! matrix (row `r = (ci * kh + ky) * kw + kx`, column `p`: the patch element
-//! that tap `r` of pixel `p` reads, built one pixel tile at a time: at
-//! stride 1 without padding run by run ([`tap_runs_avx512`]), else by
-//! [`im2col_tile`]):
+//! that tap `r` of pixel `p` reads):
 //!
 //! `dW_g[co][r] = sum over n, p of dY[n][g * cog + co][p] * col_n[r][p]`.
 //!
-//! Both operands are read along the pixels, contiguously: `dY`'s channel
-//! planes in place, the tile's rows as built (tiles of [`COL_TILE_BYTES`],
-//! which stay in L1). A register block of [`CB`] output channels x [`RB`]
-//! taps keeps 20 vector sums over the whole tile; each step loads 4 + 5
-//! vectors for 20 fused multiply-adds, and lane `l` of a sum adds the
-//! pixels `p0 + l, p0 + l + LANES, ...` of each tile in turn. No `dY^T` is
-//! packed: the implicit path ([`super::implicit_wgrad`]) transposed `dY` for
-//! every output row, which took a third of lenet_c1's pass there (20
-//! channels, 25 taps: little work per pixel to hide it under).
+//! Both operands are read along the pixels: `dY`'s channel planes in place,
+//! and `col_n`'s rows either
+//! - **in place** ([`direct_chunk`]), where the layer has stride 1, no
+//!   padding and output rows of at least 16 pixels: tap `r`'s row is then
+//!   the input plane read from the tap's offset, skipping `w - ow` elements
+//!   at the end of each output row, so 16 pixels are one or two runs of the
+//!   plane, merged into one register;
+//! - or **copied** into a column tile one pixel tile at a time (tiles of
+//!   [`COL_TILE_BYTES`], which stay in L1): at stride 1 without padding run
+//!   by run ([`tap_runs_avx512`]), else by [`im2col_tile`].
+//!
+//! A register block of [`CB`] output channels x [`RB`] taps keeps 20 vector
+//! sums; each step loads 4 + 5 vectors for 20 fused multiply-adds, and lane
+//! `l` of a sum adds the pixels `p0 + l, p0 + l + LANES, ...` of each tile
+//! in turn. In place, the sums stay in registers over the whole chunk;
+//! through column tiles, over one tile. No `dY^T` is packed: the implicit
+//! path ([`super::implicit_wgrad`]) transposed `dY` for every output row,
+//! which took a third of lenet_c1's pass there (20 channels, 25 taps: little
+//! work per pixel to hide it under). Reading in place instead of copying
+//! the tap rows took lenet_c1 from 0.55 to 0.42 ms a call on one thread
+//! (88 GFLOP/s) and from 0.30 to 0.23 ms on two (8 alternating runs each):
+//! the copies were a fifth of the pass, the per-tile reloads of the sums
+//! and a left-to-right fold of their lanes most of the rest.
 //!
 //! Work units are (image chunk, group): chunks are runs of (image, tile)
 //! pairs fixed by the geometry ([`weight_grad_chunks`]); a chunk's sums are
-//! added lane by lane, in lane order, into `dW` (chunk 0) or its own partial
-//! buffer, and the partial buffers into `dW` in chunk order. So results do
-//! not depend on the thread count. (Forced to AVX2, the implicit path runs
-//! these layers: its results differ in the last bits.)
+//! reduced lane by lane in a fixed tree ([`lane_sum`]) into `dW` (chunk 0)
+//! or its own partial buffer, and the partial buffers into `dW` in chunk
+//! order. So results do not depend on the thread count. (Forced to AVX2, the
+//! implicit path runs these layers: its results differ in the last bits.)
 
 use super::im2col::im2col_tile;
 use super::parallel::{Tiling, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
@@ -69,12 +81,15 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
 /// How one dot-product weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
     tiles: Tiling,
+    /// Whether the sums read the input in place ([`direct_eligible`]).
+    direct: bool,
     nchunks: usize,
     ntasks: usize,
     /// Register blocks of output channels and of taps.
     cblocks: usize,
     rblocks: usize,
     col_len: usize,
+    zero_len: usize,
     acc_len: usize,
     pub(crate) parts: usize,
     pub(crate) scratch_len: usize,
@@ -86,24 +101,35 @@ const LANES: usize = 16;
 
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     let (groups, k) = (geom.groups(), geom.k_len());
-    let tiles = Tiling::for_rows_in::<f32>(geom, k, 1, COL_TILE_BYTES);
+    let direct = direct_eligible(geom);
+    // In place, a tile's bytes are the register block's rows of dY and the
+    // input rows its taps read; through a column tile, the tile's K rows.
+    let rows = if direct { CB + geom.cig() * geom.kh() } else { k };
+    let tiles = Tiling::for_rows_in::<f32>(geom, rows, 1, COL_TILE_BYTES);
     let nchunks = weight_grad_chunks(geom, groups, tiles.ntiles);
     let ntasks = nchunks * groups;
     let (cblocks, rblocks) = (geom.cog().div_ceil(CB), k.div_ceil(RB));
-    let col_len = k * tiles.max_len();
+    // In place, neither the column tile nor the zero row exists.
+    let (col_len, zero_len) = if direct {
+        (0, 0)
+    } else {
+        (k * tiles.max_len(), tiles.max_len())
+    };
     let acc_len = cblocks * rblocks * CB * RB * LANES;
     Plan {
         tiles,
+        direct,
         nchunks,
         ntasks,
         cblocks,
         rblocks,
         col_len,
+        zero_len,
         acc_len,
         parts: parts_for(ntasks),
         // The column tile, a zero row standing in for the rows past `cog`
         // or `K` in the last blocks, and the sums, each from a 64-byte line.
-        scratch_len: col_len + tiles.max_len() + acc_len + 3 * LANES,
+        scratch_len: col_len + zero_len + acc_len + 3 * LANES,
         partials_len: (nchunks - 1) * geom.weight_len(),
     }
 }
@@ -126,57 +152,67 @@ pub(crate) fn weight_grad(
     run_tasks(scratch, p.scratch_len, p.parts, p.ntasks, |task, slot| {
         let (g, chunk) = (task % groups, task / groups);
         let (col, rest) = split_aligned(slot, p.col_len);
-        let (zero, rest) = split_aligned(rest, p.tiles.max_len());
+        let (zero, rest) = split_aligned(rest, p.zero_len);
         let (acc, _) = split_aligned(rest, p.acc_len);
         zero.fill(0.0);
         acc.fill(0.0);
-        for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
-            let (p0, p1) = p.tiles.range(t);
-            let tl = p1 - p0;
-            let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
-            let col = &mut col[..k * tl];
+        if p.direct {
+            // SAFETY: AVX-512F (`eligible`), a `direct_eligible` geometry;
+            // `x` and `dy` hold the whole batch (checked by the caller),
+            // `acc` the plan's sums.
             #[cfg(target_arch = "x86_64")]
-            if runs_eligible(geom) {
-                // SAFETY: AVX-512F (`eligible`).
-                unsafe { tap_runs_avx512(geom, xg, cig, p0, p1, col) };
-            } else {
-                im2col_tile(geom, xg, cig, p0, p1, col);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            im2col_tile(geom, xg, cig, p0, p1, col);
-            let col = &*col;
-            let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
-            // Row pointers: output channel co's row of dY (in place), tap
-            // r's row of the tile; the zero row past cog or K.
-            let dy_row = |co: usize| {
-                if co < cog {
-                    dyg[co * ohw + p0..].as_ptr()
-                } else {
-                    zero.as_ptr()
-                }
+            unsafe {
+                direct_chunk(geom, p, x, dy, g, chunk, acc)
             };
-            let col_row = |r: usize| if r < k { col[r * tl..].as_ptr() } else { zero.as_ptr() };
-            // Each register block sums the whole tile: its 4 rows of dY
-            // stay in L1 while the tile's rows pass, and its sums are
-            // loaded and stored once per tile.
-            for cb in 0..p.cblocks {
-                let d: [*const f32; CB] = std::array::from_fn(|c| dy_row(cb * CB + c));
-                for rb in 0..p.rblocks {
-                    let c: [*const f32; RB] = std::array::from_fn(|r| col_row(rb * RB + r));
-                    let at = (cb * p.rblocks + rb) * CB * RB * LANES;
-                    let sums = acc[at..at + CB * RB * LANES].as_mut_ptr();
-                    // SAFETY: the plan chose this path only where AVX-512F
-                    // runs (`eligible`); every row holds tl readable
-                    // elements (the tile's pixels of dY's planes and of the
-                    // column tile's rows, the zero row of max_len >= tl);
-                    // `sums` addresses CB * RB * LANES elements of this
-                    // task's scratch.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        block_avx512(d, c, tl, sums)
-                    };
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (d, c, sums);
+        } else {
+            for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
+                let (p0, p1) = p.tiles.range(t);
+                let tl = p1 - p0;
+                let xg = &x[(n * c_in + g * cig) * hw..(n * c_in + (g + 1) * cig) * hw];
+                let col = &mut col[..k * tl];
+                #[cfg(target_arch = "x86_64")]
+                if runs_eligible(geom) {
+                    // SAFETY: AVX-512F (`eligible`).
+                    unsafe { tap_runs_avx512(geom, xg, cig, p0, p1, col) };
+                } else {
+                    im2col_tile(geom, xg, cig, p0, p1, col);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                im2col_tile(geom, xg, cig, p0, p1, col);
+                let col = &*col;
+                let dyg = &dy[(n * c_out + g * cog) * ohw..(n * c_out + (g + 1) * cog) * ohw];
+                // Row pointers: output channel co's row of dY (in place), tap
+                // r's row of the tile; the zero row past cog or K.
+                let dy_row = |co: usize| {
+                    if co < cog {
+                        dyg[co * ohw + p0..].as_ptr()
+                    } else {
+                        zero.as_ptr()
+                    }
+                };
+                let col_row = |r: usize| if r < k { col[r * tl..].as_ptr() } else { zero.as_ptr() };
+                // Each register block sums the whole tile: its 4 rows of dY
+                // stay in L1 while the tile's rows pass, and its sums are
+                // loaded and stored once per tile.
+                for cb in 0..p.cblocks {
+                    let d: [*const f32; CB] = std::array::from_fn(|c| dy_row(cb * CB + c));
+                    for rb in 0..p.rblocks {
+                        let c: [*const f32; RB] = std::array::from_fn(|r| col_row(rb * RB + r));
+                        let at = (cb * p.rblocks + rb) * CB * RB * LANES;
+                        let sums = acc[at..at + CB * RB * LANES].as_mut_ptr();
+                        // SAFETY: the plan chose this path only where AVX-512F
+                        // runs (`eligible`); every row holds tl readable
+                        // elements (the tile's pixels of dY's planes and of the
+                        // column tile's rows, the zero row of max_len >= tl);
+                        // `sums` addresses CB * RB * LANES elements of this
+                        // task's scratch.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            block_avx512(d, c, tl, sums)
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        let _ = (d, c, sums);
+                    }
                 }
             }
         }
@@ -185,8 +221,7 @@ pub(crate) fn weight_grad(
             for r in 0..k {
                 let (cb, c, rb, rr) = (co / CB, co % CB, r / RB, r % RB);
                 let at = (cb * p.rblocks + rb) * CB * RB * LANES + (c * RB + rr) * LANES;
-                // Lanes added in lane order.
-                let v = acc[at..at + LANES].iter().fold(0.0f32, |s, &l| s + l);
+                let v = lane_sum(acc[at..at + LANES].try_into().expect("16 lanes"));
                 // SAFETY: row g*cog + co, column r of this chunk's target:
                 // no other task of the chunk has group g.
                 unsafe { *target.add((g * cog + co) * k + r) = v };
@@ -195,6 +230,186 @@ pub(crate) fn weight_grad(
     });
     if p.nchunks > 1 {
         super::weight_grad::add_partials(dw, partials, p.nchunks - 1);
+    }
+}
+
+/// The 16 lanes of one sum added in a fixed tree, halves first (lane `l`
+/// with lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`): the same order on
+/// every call, and short dependency chains, unlike a left-to-right fold
+/// (the chunks' 500 folds of lenet_c1 took 7% of its pass).
+fn lane_sum(lanes: &[f32; LANES]) -> f32 {
+    let mut v = *lanes;
+    for half in [8, 4, 2, 1] {
+        for i in 0..half {
+            v[i] += v[i + half];
+        }
+    }
+    v[0]
+}
+
+/// Whether the sums read the input planes in place, with no column tile:
+/// stride 1 and no padding (so tap `r`'s element for pixel `p = oy * ow +
+/// ox` is `x[off_r + p + oy * (w - ow)]`, [`direct_chunk`]), and output rows
+/// of at least 16 pixels, so that a vector of 16 pixels spans at most two
+/// of them.
+fn direct_eligible(geom: &Conv2dGeometry) -> bool {
+    geom.stride() == (1, 1) && geom.padding() == (0, 0, 0, 0) && geom.ow() >= LANES
+}
+
+/// Adds chunk `chunk`'s (image, tile) pairs of group `g` to the sums of
+/// every register block, reading `dY`'s planes and the input planes in
+/// place: tap `r = (ci * kh + ky) * kw + kx` of pixel `p = oy * ow + ox`
+/// reads `x[off_r + oy * w + ox] = x[off_r + p + oy * gap]` of the image's
+/// group planes, with `off_r = ci * h * w + ky * dh * w + kx * dw` and `gap =
+/// w - ow`. A vector of 16 pixels from `p` is contiguous in `dY`; in the
+/// input it is two runs, the lanes still in row `oy` from `off_r + p + oy *
+/// gap` and those in row `oy + 1` from `gap` further on: two loads blended
+/// into one register, or one load where the row does not end (masked loads
+/// only in a tile's last step: they made lenet_c1 7% slower where used
+/// throughout). Each register block keeps its sums in registers over the
+/// whole chunk. Rows past `cog`
+/// and taps past `K` in the last blocks read channel 0 and tap 0 again,
+/// into sums that are never read.
+///
+/// # Safety
+/// AVX-512F; a [`direct_eligible`] geometry; `x` and `dy` hold at least the
+/// batch's input and `dY` (asserted); `acc` holds the plan's sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn direct_chunk(
+    geom: &Conv2dGeometry,
+    p: &Plan,
+    x: &[f32],
+    dy: &[f32],
+    g: usize,
+    chunk: usize,
+    acc: &mut [f32],
+) {
+    let (c_in, c_out, cig, cog, k) = (geom.c_in(), geom.c_out(), geom.cig(), geom.cog(), geom.k_len());
+    let (h, w, kh, kw, oh, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.oh(), geom.ow());
+    let (hw, ohw) = (h * w, oh * ow);
+    let (dh, dw) = geom.dilation();
+    let tap = |r: usize| {
+        let r = if r < k { r } else { 0 };
+        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+        ci * hw + ky * dh * w + kx * dw
+    };
+    // Every pixel of every image reads inside `x` and `dy`: the last tap's
+    // last pixel of the batch's last image lies at (N - 1) * c_in * hw +
+    // g * cig * hw + off_{K-1} + (oh - 1) * w + ow - 1.
+    assert!(g < geom.groups() && acc.len() >= p.acc_len);
+    assert!(((geom.n() - 1) * c_in + g * cig) * hw + tap(k - 1) + (oh - 1) * w + ow <= x.len());
+    assert!(geom.n() * c_out * ohw <= dy.len());
+    let pairs = || {
+        chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles).map(|(n, t)| {
+            let (p0, p1) = p.tiles.range(t);
+            ((n * c_in + g * cig) * hw, (n * c_out + g * cog) * ohw, p0, p1)
+        })
+    };
+    for cb in 0..p.cblocks {
+        let d: [usize; CB] = std::array::from_fn(|c| {
+            let co = cb * CB + c;
+            if co < cog { co * ohw } else { 0 }
+        });
+        for rb in 0..p.rblocks {
+            let taps: [usize; RB] = std::array::from_fn(|r| tap(rb * RB + r));
+            let at = (cb * p.rblocks + rb) * CB * RB * LANES;
+            // SAFETY: AVX-512F; every pair's pixels read inside `dy`'s
+            // planes and, at the tap offsets, inside `x` (asserted above);
+            // the sums lie in `acc`.
+            unsafe {
+                block_direct(
+                    x.as_ptr(),
+                    dy.as_ptr(),
+                    d,
+                    taps,
+                    (ow, gap(geom)),
+                    pairs(),
+                    acc[at..].as_mut_ptr(),
+                )
+            };
+        }
+    }
+}
+
+/// The gap between the end of one output row's input run and the start of
+/// the next at stride 1 (the taps' reach along a row).
+fn gap(geom: &Conv2dGeometry) -> usize {
+    geom.w() - geom.ow()
+}
+
+/// The register block of [`direct_chunk`]: for each pair `(xo, dyo, p0,
+/// p1)`, `sums[(c * RB + r) * LANES + l] += dy[dyo + d[c] + q] * x[xo +
+/// taps[r] + q + oy(q) * gap]` for the pixels `q = p0 + 16 s + l < p1`, `oy(q)
+/// = q / ow`.
+///
+/// # Safety
+/// AVX-512F; `ow >= 16`; `p0 <= p1 <= oh * ow`; every element named above
+/// is readable; `sums` addresses `CB * RB * LANES` elements.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_direct(
+    x: *const f32,
+    dy: *const f32,
+    d: [usize; CB],
+    taps: [usize; RB],
+    (ow, gap): (usize, usize),
+    pairs: impl Iterator<Item = (usize, usize, usize, usize)>,
+    sums: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract throughout. Full loads run only where
+    // all 16 pixels are below p1: each lane's address then lies between
+    // lane 0's of the run in row oy and lane 15's of the run in row oy + 1
+    // (or of the same run), both readable elements of one buffer. Masked-off
+    // lanes are not read, and pointers that only masked loads use are formed
+    // with `wrapping_add`.
+    unsafe {
+        let mut s: [[__m512; RB]; CB] =
+            std::array::from_fn(|c| std::array::from_fn(|r| _mm512_loadu_ps(sums.add((c * RB + r) * LANES))));
+        for (xo, dyo, p0, p1) in pairs {
+            let dc: [*const f32; CB] = d.map(|o| dy.add(dyo + o));
+            let xr: [*const f32; RB] = taps.map(|t| x.add(xo + t));
+            let (mut q, mut oy, mut c0) = (p0, p0 / ow, p0 % ow);
+            while q < p1 {
+                let m = super::lanes16(0, (p1 - q) as isize);
+                // Lanes still in row oy, and those in row oy + 1.
+                let ma = m & super::lanes16(0, (ow - c0) as isize);
+                let mb = m & !ma;
+                let off = q + oy * gap;
+                let dv: [__m512; CB] = if m == !0 {
+                    dc.map(|r| _mm512_loadu_ps(r.add(q)))
+                } else {
+                    dc.map(|r| _mm512_maskz_loadu_ps(m, r.wrapping_add(q)))
+                };
+                let xv: [__m512; RB] = if ma == !0 {
+                    xr.map(|r| _mm512_loadu_ps(r.add(off)))
+                } else if m == !0 {
+                    xr.map(|r| _mm512_mask_blend_ps(mb, _mm512_loadu_ps(r.add(off)), _mm512_loadu_ps(r.add(off + gap))))
+                } else {
+                    xr.map(|r| {
+                        let v = _mm512_maskz_loadu_ps(ma, r.add(off));
+                        _mm512_mask_loadu_ps(v, mb, r.wrapping_add(off + gap))
+                    })
+                };
+                for (row, dv) in s.iter_mut().zip(dv) {
+                    for (v, xv) in row.iter_mut().zip(xv) {
+                        *v = _mm512_fmadd_ps(dv, xv, *v);
+                    }
+                }
+                q += LANES;
+                c0 += LANES;
+                if c0 >= ow {
+                    (c0, oy) = (c0 - ow, oy + 1);
+                }
+            }
+        }
+        for (c, row) in s.iter().enumerate() {
+            for (r, v) in row.iter().enumerate() {
+                _mm512_storeu_ps(sums.add((c * RB + r) * LANES), *v);
+            }
+        }
     }
 }
 
