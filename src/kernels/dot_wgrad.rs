@@ -11,11 +11,12 @@
 //!
 //! Both operands are read along the pixels: `dY`'s channel planes in place,
 //! and `col_n`'s rows either
-//! - **in place** ([`direct_chunk`]), where the layer has stride 1, no
-//!   padding and output rows of at least 16 pixels: tap `r`'s row is then
-//!   the input plane read from the tap's offset, skipping `w - ow` elements
-//!   at the end of each output row, so 16 pixels are one or two runs of the
-//!   plane, merged into one register;
+//! - **from a padded copy of the input** ([`direct_chunk`]), where the layer
+//!   has stride 1 and output rows of at least 16 pixels: tap `r`'s row is
+//!   then the padded plane read from the tap's offset, skipping `wp - ow`
+//!   elements at the end of each output row, so 16 pixels are one or two
+//!   runs of the plane, merged into one register; a few images' padded
+//!   planes at a time stay in cache over all register blocks;
 //! - or **copied** into a column tile one pixel tile at a time (tiles of
 //!   [`COL_TILE_BYTES`], which stay in L1): at stride 1 without padding run
 //!   by run ([`tap_runs_avx512`]), else by [`im2col_tile`].
@@ -23,14 +24,17 @@
 //! A register block of [`CB`] output channels x [`RB`] taps keeps 20 vector
 //! sums; each step loads 4 + 5 vectors for 20 fused multiply-adds, and lane
 //! `l` of a sum adds the pixels `p0 + l, p0 + l + LANES, ...` of each tile
-//! in turn. In place, the sums stay in registers over the whole chunk;
-//! through column tiles, over one tile. No `dY^T` is packed: the implicit
-//! path ([`super::implicit_wgrad`]) transposed `dY` for every output row,
-//! which took a third of lenet_c1's pass there (20 channels, 25 taps: little
-//! work per pixel to hide it under). Reading in place instead of copying
-//! the tap rows took lenet_c1 from 0.55 to 0.42 ms a call on one thread
-//! (88 GFLOP/s) and from 0.30 to 0.23 ms on two (8 alternating runs each):
-//! the copies were a fifth of the pass, the per-tile reloads of the sums
+//! in turn. From the padded copies, the sums stay in registers over a group
+//! of images; through column tiles, over one tile. No `dY^T` is packed: the
+//! implicit path ([`super::implicit_wgrad`]) transposed `dY` for every output
+//! row, which took a third of lenet_c1's pass there (20 channels, 25 taps:
+//! little work per pixel to hide it under).
+//!
+//! Reading padded copies instead of building column tiles (1 thread, 8
+//! alternating runs, ms a call): lenet_c1 0.55 -> 0.42 (88 GFLOP/s); LeNet's
+//! first layer with 'same' padding 0.97 -> 0.72; 128 CIFAR images of 3 -> 32
+//! channels, 3x3, no padding 3.65 -> 3.5, padding 1 5.0 -> 3.5. The tile
+//! copies were a fifth of lenet_c1's pass, the per-tile reloads of the sums
 //! and a left-to-right fold of their lanes most of the rest.
 //!
 //! Work units are (image chunk, group): chunks are runs of (image, tile)
@@ -41,7 +45,7 @@
 //! implicit path runs these layers: its results differ in the last bits.)
 
 use super::im2col::im2col_tile;
-use super::parallel::{Tiling, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
+use super::parallel::{Tiling, chunk_images, chunk_pairs, parts_for, run_tasks, weight_grad_chunks};
 use super::sgemm::split_aligned;
 use crate::geometry::Conv2dGeometry;
 
@@ -58,6 +62,13 @@ pub(crate) const MAX_K: usize = 32;
 /// beside the block's rows of `dY` while every register block passes over
 /// them (LeNet's first layer: 25 rows of 240 pixels, 23 KiB).
 const COL_TILE_BYTES: usize = 24 * 1024;
+
+/// Bytes of the padded input planes of one group of images, over which
+/// the sums stay in registers ([`direct_chunk`]): three CIFAR images of 3
+/// channels (34 x 34 padded), a whole chunk of LeNet's. On 128 CIFAR
+/// images, 3 -> 32 channels with padding 1, 48 KiB ran 3.4-3.7 ms a call
+/// against 3.6-4.0 for 16 KiB (one image) and 4.1-4.9 for 8 KiB.
+const GROUP_BYTES: usize = 48 * 1024;
 
 /// Output channels per register block.
 const CB: usize = 4;
@@ -81,8 +92,10 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
 /// How one dot-product weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
     tiles: Tiling,
-    /// Whether the sums read the input in place ([`direct_eligible`]).
+    /// Whether the sums read the input planes in place ([`direct_eligible`]).
     direct: bool,
+    /// Images per group of padded copies ([`direct_chunk`]).
+    group_images: usize,
     nchunks: usize,
     ntasks: usize,
     /// Register blocks of output channels and of taps.
@@ -102,16 +115,20 @@ const LANES: usize = 16;
 pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     let (groups, k) = (geom.groups(), geom.k_len());
     let direct = direct_eligible(geom);
-    // In place, a tile's bytes are the register block's rows of dY and the
-    // input rows its taps read; through a column tile, the tile's K rows.
+    // Through a column tile, a tile's bytes are its K rows. From padded
+    // copies, tiles only cut images into chunks where the batch is short;
+    // they are sized by the register block's rows of dY and the input rows
+    // its taps read.
     let rows = if direct { CB + geom.cig() * geom.kh() } else { k };
     let tiles = Tiling::for_rows_in::<f32>(geom, rows, 1, COL_TILE_BYTES);
     let nchunks = weight_grad_chunks(geom, groups, tiles.ntiles);
     let ntasks = nchunks * groups;
     let (cblocks, rblocks) = (geom.cog().div_ceil(CB), k.div_ceil(RB));
-    // In place, neither the column tile nor the zero row exists.
+    // The padded copies of a group of images stand in the column tile's
+    // place, and no zero row exists.
+    let group_images = (GROUP_BYTES / (padded_image_len(geom) * std::mem::size_of::<f32>())).max(1);
     let (col_len, zero_len) = if direct {
-        (0, 0)
+        (group_images * padded_image_len(geom), 0)
     } else {
         (k * tiles.max_len(), tiles.max_len())
     };
@@ -119,6 +136,7 @@ pub(crate) fn plan(geom: &Conv2dGeometry) -> Plan {
     Plan {
         tiles,
         direct,
+        group_images,
         nchunks,
         ntasks,
         cblocks,
@@ -162,7 +180,7 @@ pub(crate) fn weight_grad(
             // `acc` the plan's sums.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                direct_chunk(geom, p, x, dy, g, chunk, acc)
+                direct_chunk(geom, p, x, dy, g, chunk, col, acc)
             };
         } else {
             for (n, t) in chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles) {
@@ -248,34 +266,51 @@ fn lane_sum(lanes: &[f32; LANES]) -> f32 {
 }
 
 /// Whether the sums read the input planes in place, with no column tile:
-/// stride 1 and no padding (so tap `r`'s element for pixel `p = oy * ow +
-/// ox` is `x[off_r + p + oy * (w - ow)]`, [`direct_chunk`]), and output rows
-/// of at least 16 pixels, so that a vector of 16 pixels spans at most two
-/// of them.
+/// stride 1 (so tap `r`'s element for pixel `p = oy * ow + ox` of the
+/// padded planes is `xp[off_r + p + oy * (wp - ow)]`, [`direct_chunk`]),
+/// and output rows of at least 16 pixels, so that a vector of 16 pixels
+/// spans at most two of them.
 fn direct_eligible(geom: &Conv2dGeometry) -> bool {
-    geom.stride() == (1, 1) && geom.padding() == (0, 0, 0, 0) && geom.ow() >= LANES
+    geom.stride() == (1, 1) && geom.ow() >= LANES
+}
+
+/// Height and width of the padded input planes.
+fn padded_dims(geom: &Conv2dGeometry) -> (usize, usize) {
+    let (top, bottom, left, right) = geom.padding();
+    (geom.h() + top + bottom, geom.w() + left + right)
+}
+
+/// Elements of one image's padded input planes of one group.
+fn padded_image_len(geom: &Conv2dGeometry) -> usize {
+    let (hp, wp) = padded_dims(geom);
+    geom.cig() * hp * wp
 }
 
 /// Adds chunk `chunk`'s (image, tile) pairs of group `g` to the sums of
-/// every register block, reading `dY`'s planes and the input planes in
-/// place: tap `r = (ci * kh + ky) * kw + kx` of pixel `p = oy * ow + ox`
-/// reads `x[off_r + oy * w + ox] = x[off_r + p + oy * gap]` of the image's
-/// group planes, with `off_r = ci * h * w + ky * dh * w + kx * dw` and `gap =
-/// w - ow`. A vector of 16 pixels from `p` is contiguous in `dY`; in the
-/// input it is two runs, the lanes still in row `oy` from `off_r + p + oy *
-/// gap` and those in row `oy + 1` from `gap` further on: two loads blended
-/// into one register, or one load where the row does not end (masked loads
-/// only in a tile's last step: they made lenet_c1 7% slower where used
-/// throughout). Each register block keeps its sums in registers over the
-/// whole chunk. Rows past `cog`
-/// and taps past `K` in the last blocks read channel 0 and tap 0 again,
-/// into sums that are never read.
+/// every register block, reading `dY`'s planes in place and the input from
+/// padded copies: images are taken in groups of the plan's `group_images`,
+/// whose group-`g` planes are copied into `pad` with zero borders (`xp`,
+/// planes of `hp x wp`). Tap `r = (ci * kh + ky) * kw + kx` of pixel
+/// `p = oy * ow + ox` then reads `xp[off_r + oy * wp + ox]`, which is
+/// `xp[off_r + p + oy * gap]` with `off_r = ci * hp * wp + ky * dh * wp +
+/// kx * dw` and `gap = wp - ow`. A vector of 16 pixels from `p` is
+/// contiguous in `dY`; in `xp` it is two runs, the lanes still in row `oy`
+/// from `off_r + p + oy * gap` and those in row `oy + 1` from `gap` further
+/// on: two loads blended into one register, or one load where the row does
+/// not end (masked loads only in a tile's last step: they made lenet_c1 7%
+/// slower where used throughout). Each register block keeps its sums in
+/// registers over a whole group. The copies cost about 2% of lenet_c1's
+/// pass and make padding free (no bounds in the loop). Rows past `cog` and
+/// taps past `K` in the last blocks read channel 0 and tap 0 again, into
+/// sums that are never read.
 ///
 /// # Safety
 /// AVX-512F; a [`direct_eligible`] geometry; `x` and `dy` hold at least the
-/// batch's input and `dY` (asserted); `acc` holds the plan's sums.
+/// batch's input and `dY` (asserted); `pad` and `acc` hold the plan's
+/// padded copies and sums (asserted).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn direct_chunk(
     geom: &Conv2dGeometry,
     p: &Plan,
@@ -283,59 +318,81 @@ unsafe fn direct_chunk(
     dy: &[f32],
     g: usize,
     chunk: usize,
+    pad: &mut [f32],
     acc: &mut [f32],
 ) {
     let (c_in, c_out, cig, cog, k) = (geom.c_in(), geom.c_out(), geom.cig(), geom.cog(), geom.k_len());
     let (h, w, kh, kw, oh, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.oh(), geom.ow());
-    let (hw, ohw) = (h * w, oh * ow);
+    let (hp, wp) = padded_dims(geom);
+    let (top, _, left, _) = geom.padding();
+    let (ohw, img) = (oh * ow, padded_image_len(geom));
     let (dh, dw) = geom.dilation();
     let tap = |r: usize| {
         let r = if r < k { r } else { 0 };
         let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
-        ci * hw + ky * dh * w + kx * dw
+        ci * hp * wp + ky * dh * wp + kx * dw
     };
-    // Every pixel of every image reads inside `x` and `dy`: the last tap's
-    // last pixel of the batch's last image lies at (N - 1) * c_in * hw +
-    // g * cig * hw + off_{K-1} + (oh - 1) * w + ow - 1.
-    assert!(g < geom.groups() && acc.len() >= p.acc_len);
-    assert!(((geom.n() - 1) * c_in + g * cig) * hw + tap(k - 1) + (oh - 1) * w + ow <= x.len());
-    assert!(geom.n() * c_out * ohw <= dy.len());
-    let pairs = || {
-        chunk_pairs(chunk, p.nchunks, geom.n(), p.tiles.ntiles).map(|(n, t)| {
-            let (p0, p1) = p.tiles.range(t);
-            ((n * c_in + g * cig) * hw, (n * c_out + g * cog) * ohw, p0, p1)
-        })
-    };
-    for cb in 0..p.cblocks {
-        let d: [usize; CB] = std::array::from_fn(|c| {
-            let co = cb * CB + c;
-            if co < cog { co * ohw } else { 0 }
-        });
-        for rb in 0..p.rblocks {
-            let taps: [usize; RB] = std::array::from_fn(|r| tap(rb * RB + r));
-            let at = (cb * p.rblocks + rb) * CB * RB * LANES;
-            // SAFETY: AVX-512F; every pair's pixels read inside `dy`'s
-            // planes and, at the tap offsets, inside `x` (asserted above);
-            // the sums lie in `acc`.
-            unsafe {
-                block_direct(
-                    x.as_ptr(),
-                    dy.as_ptr(),
-                    d,
-                    taps,
-                    (ow, gap(geom)),
-                    pairs(),
-                    acc[at..].as_mut_ptr(),
-                )
-            };
+    // Every pixel reads inside its image's padded copy (the last tap's last
+    // pixel: off_{K-1} + (oh - 1) * wp + ow - 1) and inside `dy`.
+    assert!(g < geom.groups() && acc.len() >= p.acc_len && pad.len() >= p.group_images * img);
+    assert!(tap(k - 1) + (oh - 1) * wp + ow <= img && ow + gap(geom) == wp);
+    assert!(geom.n() * c_out * ohw <= dy.len() && geom.n() * c_in * h * w <= x.len());
+    if hp * wp != h * w {
+        pad.fill(0.0);
+    }
+    let images = || chunk_images(chunk, p.nchunks, geom.n(), p.tiles.ntiles);
+    let nimages = images().count();
+    let mut a = 0;
+    while a < nimages {
+        let group = || images().skip(a).take(p.group_images).enumerate();
+        for (j, (n, _)) in group() {
+            for ci in 0..cig {
+                let src = &x[(n * c_in + g * cig + ci) * h * w..][..h * w];
+                let dst = &mut pad[j * img + ci * hp * wp..][..hp * wp];
+                for (y, row) in src.chunks_exact(w).enumerate() {
+                    dst[(y + top) * wp + left..][..w].copy_from_slice(row);
+                }
+            }
         }
+        // An image's tiles in the chunk are one run of its pixels.
+        let pairs = || {
+            group().map(|(j, (n, tiles))| {
+                let (p0, p1) = (p.tiles.range(tiles.start).0, p.tiles.range(tiles.end - 1).1);
+                (j * img, (n * c_out + g * cog) * ohw, p0, p1)
+            })
+        };
+        for cb in 0..p.cblocks {
+            let d: [usize; CB] = std::array::from_fn(|c| {
+                let co = cb * CB + c;
+                if co < cog { co * ohw } else { 0 }
+            });
+            for rb in 0..p.rblocks {
+                let taps: [usize; RB] = std::array::from_fn(|r| tap(rb * RB + r));
+                let at = (cb * p.rblocks + rb) * CB * RB * LANES;
+                // SAFETY: AVX-512F; every pair's pixels read inside `dy`'s
+                // planes and, at the tap offsets, inside its image's copy
+                // in `pad` (asserted above); the sums lie in `acc`.
+                unsafe {
+                    block_direct(
+                        pad.as_ptr(),
+                        dy.as_ptr(),
+                        d,
+                        taps,
+                        (ow, gap(geom)),
+                        pairs(),
+                        acc[at..at + CB * RB * LANES].as_mut_ptr(),
+                    )
+                };
+            }
+        }
+        a += p.group_images;
     }
 }
 
-/// The gap between the end of one output row's input run and the start of
-/// the next at stride 1 (the taps' reach along a row).
+/// The gap between the end of one output row's run of a padded input row
+/// and the start of the next at stride 1 (the taps' reach along a row).
 fn gap(geom: &Conv2dGeometry) -> usize {
-    geom.w() - geom.ow()
+    padded_dims(geom).1 - geom.ow()
 }
 
 /// The register block of [`direct_chunk`]: for each pair `(xo, dyo, p0,

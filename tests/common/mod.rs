@@ -223,18 +223,21 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         // (192 and 198 pixels) start and end inside output rows; two groups
         // of 5 output channels (a partial 4-channel block).
         s(3, 4, 30, 21, 10, 3, 4).dilation(2, 2).groups(2),
-        // The dot-product weight gradient reading the input in place (stride
-        // 1, no padding, output rows of 16+ pixels: a 16-pixel vector spans
-        // at most two rows): LeNet's first layer on two images; rows of
-        // exactly 16 (no vector crosses a row) with 27 taps over 3 channels
-        // (a last tap block of 2) and 7 output channels, one image cut into
-        // chunks that start inside rows; 31-pixel rows, dilation (2, 3), two
-        // groups of 5 output channels; 17-pixel rows (nearly every vector
-        // crosses one) with a 2 x 5 kernel.
+        // The dot-product weight gradient reading padded copies of the input
+        // (stride 1, output rows of 16+ pixels: a 16-pixel vector spans at
+        // most two rows): LeNet's first layer on two images, and LeNet-5's
+        // with 'same' padding; rows of exactly 16 (no vector crosses a row)
+        // with 27 taps over 3 channels (a last tap block of 2) and 7 output
+        // channels, one image cut into chunks that start inside rows;
+        // 31-pixel rows, dilation (2, 3), two groups of 5 output channels;
+        // 17-pixel rows (nearly every vector crosses one) with a 2 x 5
+        // kernel; asymmetric padding on 3 channels, one image in chunks.
         s(2, 1, 28, 28, 20, 5, 5),
+        s(3, 1, 28, 28, 6, 5, 5).padding(Padding::same()),
         s(1, 3, 130, 18, 7, 3, 3),
         s(3, 2, 12, 40, 10, 3, 4).dilation(2, 3).groups(2),
         s(2, 1, 9, 21, 6, 2, 5),
+        s(1, 3, 90, 16, 10, 3, 3).padding(Padding::explicit(1, 0, 2, 1)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
