@@ -281,6 +281,28 @@ fn forward_packed(
         // every addressed element lies inside `y`: row co of the block starts
         // at c_off + co*ohw and spans tl <= ohw - p0 elements.
         let c = unsafe { out.get().add(c_off) };
+        // A 1x1 layer's next task (on this thread, most likely) packs its
+        // input rows first thing: they come from memory, so the GEMM asks
+        // for them while it runs.
+        let pf = if pointwise && p.blocks.nblocks == 1 && task + 1 < p.ntasks {
+            let next = task + 1;
+            let (t, g) = (next % p.tiles.ntiles, (next / p.tiles.ntiles) % groups);
+            let n = next / (p.tiles.ntiles * groups);
+            let (q0, q1) = p.tiles.range(t);
+            sgemm::Prefetch {
+                base: x[(n * c_in + g * cig) * hw + q0..].as_ptr(),
+                rows: cig,
+                stride: hw,
+                len: q1 - q0,
+            }
+        } else {
+            sgemm::Prefetch {
+                base: x.as_ptr(),
+                rows: 0,
+                stride: 0,
+                len: 0,
+            }
+        };
         let mut accumulate = false;
         for blk in 0..p.blocks.nblocks {
             let (c0, c1) = p.blocks.range(blk);
@@ -298,7 +320,7 @@ fn forward_packed(
             // C is this task's cog x tl block of `y` (above), aliasing neither;
             // the group's padded bias holds cog rounded up to MR values.
             unsafe {
-                sgemm::gemm(
+                sgemm::gemm_prefetching(
                     cog,
                     tl,
                     rows,
@@ -315,6 +337,7 @@ fn forward_packed(
                         (false, Some(_)) => sgemm::Start::RowBias(biases[g * bias_len..].as_ptr()),
                         (false, None) => sgemm::Start::ZeroCold,
                     },
+                    pf,
                 );
             }
             accumulate = true;
