@@ -39,17 +39,26 @@ fn main() {
     let mut dw = vec![0f32; g.weight_len()];
     let threads: usize = std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| {
-        let mut ws = Workspace::for_geometry(&g);
+    // OUTSIDE=1 enters the pool once per call from this (non-pool) thread, as
+    // bench_report and a caller's training loop do; by default all calls run
+    // inside one `install`.
+    let outside = std::env::var_os("OUTSIDE").is_some();
+    let mut body = || {
+        let mut ws = pool.install(|| Workspace::for_geometry(&g));
         let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
         let t = std::time::Instant::now();
         let mut best = f64::INFINITY;
         for _ in 0..reps {
             let r = std::time::Instant::now();
-            match a[2].as_str() {
+            let mut call = || match a[2].as_str() {
                 "forward" => conv2d_into(&g, &x, &w, bias, &mut y, &mut ws).unwrap(),
                 "input_grad" => conv2d_input_grad_into(&g, &dy, &w, &mut dx, &mut ws).unwrap(),
                 _ => conv2d_weight_grad_into(&g, &x, &dy, &mut dw, &mut ws).unwrap(),
+            };
+            if outside {
+                pool.install(call)
+            } else {
+                call()
             }
             best = best.min(r.elapsed().as_secs_f64() * 1e3);
         }
@@ -64,5 +73,6 @@ fn main() {
             g.flops() as f64 / ms / 1e6,
             g.flops() as f64 / best / 1e6
         );
-    });
+    };
+    if outside { body() } else { pool.install(body) }
 }
