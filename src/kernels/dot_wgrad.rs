@@ -11,15 +11,17 @@
 //!
 //! Both operands are read along the pixels: `dY`'s channel planes in place,
 //! and `col_n`'s rows either
-//! - **from a padded copy of the input** ([`direct_chunk`]), where the layer
-//!   has stride 1 and output rows of at least 16 pixels: tap `r`'s row is
-//!   then the padded plane read from the tap's offset, skipping `wp - ow`
-//!   elements at the end of each output row, so 16 pixels are one or two
-//!   runs of the plane, merged into one register; a few images' padded
+//! - **from a padded copy of the input** ([`direct_chunk`]), where the
+//!   output rows hold at least 16 pixels: the copy is split into the
+//!   stride's phase planes (one plane per channel at stride 1), and tap
+//!   `r`'s row is then a phase plane read from the tap's offset, skipping
+//!   `wq - ow` elements at the end of each output row, so 16 pixels are one
+//!   or two runs of the plane, merged into one register; a few images'
 //!   planes at a time stay in cache over all register blocks;
 //! - or **copied** into a column tile one pixel tile at a time (tiles of
-//!   [`COL_TILE_BYTES`], which stay in L1): at stride 1 without padding run
-//!   by run ([`tap_runs_avx512`]), else by [`im2col_tile`].
+//!   [`COL_TILE_BYTES`], which stay in L1), for rows under 16 pixels: at
+//!   stride 1 without padding run by run ([`tap_runs_avx512`]), else by
+//!   [`im2col_tile`].
 //!
 //! A register block of [`CB`] output channels x [`RB`] taps keeps 20 vector
 //! sums; each step loads 4 + 5 vectors for 20 fused multiply-adds, and lane
@@ -33,9 +35,15 @@
 //! Reading padded copies instead of building column tiles (1 thread, 8
 //! alternating runs, ms a call): lenet_c1 0.55 -> 0.42 (88 GFLOP/s); LeNet's
 //! first layer with 'same' padding 0.97 -> 0.72; 128 CIFAR images of 3 -> 32
-//! channels, 3x3, no padding 3.65 -> 3.5, padding 1 5.0 -> 3.5. The tile
-//! copies were a fifth of lenet_c1's pass, the per-tile reloads of the sums
-//! and a left-to-right fold of their lanes most of the rest.
+//! channels, 3x3, no padding 3.65 -> 3.5, padding 1 5.0 -> 3.5; through
+//! phase planes at stride 2 (5 alternating runs), a MobileNet stem (32 x 3 x
+//! 224 x 224 -> 32, 3x3, padding 1) 16.4 -> 14.2 and the CIFAR layer at
+//! stride 2 1.46 -> 1.27. The tile copies were a fifth of lenet_c1's pass,
+//! the per-tile reloads of the sums and a left-to-right fold of their lanes
+//! most of the rest. Sweeping each pixel tile through all blocks before the
+//! next (rows in L1, sums reloaded per tile) instead of whole images (rows
+//! from L2) was slower on those three: 14.2 -> 16.1, 1.27 -> 1.21 (the one
+//! gain) and 3.3 -> 4.3 ms.
 //!
 //! Work units are (image chunk, group): chunks are runs of (image, tile)
 //! pairs fixed by the geometry ([`weight_grad_chunks`]); a chunk's sums are
@@ -92,7 +100,7 @@ pub(crate) fn eligible<T>(geom: &Conv2dGeometry) -> bool {
 /// How one dot-product weight-gradient call is cut into tasks.
 pub(crate) struct Plan {
     tiles: Tiling,
-    /// Whether the sums read the input planes in place ([`direct_eligible`]).
+    /// Whether the sums read padded phase planes of the input ([`direct_eligible`]).
     direct: bool,
     /// Images per group of padded copies ([`direct_chunk`]).
     group_images: usize,
@@ -265,44 +273,57 @@ fn lane_sum(lanes: &[f32; LANES]) -> f32 {
     v[0]
 }
 
-/// Whether the sums read the input planes in place, with no column tile:
-/// stride 1 (so tap `r`'s element for pixel `p = oy * ow + ox` of the
-/// padded planes is `xp[off_r + p + oy * (wp - ow)]`, [`direct_chunk`]),
-/// and output rows of at least 16 pixels, so that a vector of 16 pixels
-/// spans at most two of them.
+/// Whether the sums read the input from padded phase planes, with no
+/// column tile ([`direct_chunk`]): output rows of at least 16 pixels, so
+/// that a vector of 16 pixels spans at most two of them.
 fn direct_eligible(geom: &Conv2dGeometry) -> bool {
-    geom.stride() == (1, 1) && geom.ow() >= LANES
+    geom.ow() >= LANES
 }
 
-/// Height and width of the padded input planes.
-fn padded_dims(geom: &Conv2dGeometry) -> (usize, usize) {
+/// Height and width of the phase planes of the padded input: at stride
+/// `(sh, sw)`, phase `(a, b)` of padded plane `xp` holds `xp[a + i * sh][b +
+/// j * sw]` (zero past `xp`'s edge), `ceil(hp / sh) x ceil(wp / sw)`.
+fn phase_dims(geom: &Conv2dGeometry) -> (usize, usize) {
     let (top, bottom, left, right) = geom.padding();
-    (geom.h() + top + bottom, geom.w() + left + right)
+    let (sh, sw) = geom.stride();
+    (
+        (geom.h() + top + bottom).div_ceil(sh),
+        (geom.w() + left + right).div_ceil(sw),
+    )
 }
 
-/// Elements of one image's padded input planes of one group.
+/// Elements of one image's phase planes of one group: `sh * sw` per input
+/// channel.
 fn padded_image_len(geom: &Conv2dGeometry) -> usize {
-    let (hp, wp) = padded_dims(geom);
-    geom.cig() * hp * wp
+    let (hq, wq) = phase_dims(geom);
+    let (sh, sw) = geom.stride();
+    geom.cig() * sh * sw * hq * wq
 }
 
 /// Adds chunk `chunk`'s (image, tile) pairs of group `g` to the sums of
 /// every register block, reading `dY`'s planes in place and the input from
 /// padded copies: images are taken in groups of the plan's `group_images`,
-/// whose group-`g` planes are copied into `pad` with zero borders (`xp`,
-/// planes of `hp x wp`). Tap `r = (ci * kh + ky) * kw + kx` of pixel
-/// `p = oy * ow + ox` then reads `xp[off_r + oy * wp + ox]`, which is
-/// `xp[off_r + p + oy * gap]` with `off_r = ci * hp * wp + ky * dh * wp +
-/// kx * dw` and `gap = wp - ow`. A vector of 16 pixels from `p` is
-/// contiguous in `dY`; in `xp` it is two runs, the lanes still in row `oy`
-/// from `off_r + p + oy * gap` and those in row `oy + 1` from `gap` further
-/// on: two loads blended into one register, or one load where the row does
-/// not end (masked loads only in a tile's last step: they made lenet_c1 7%
-/// slower where used throughout). Each register block keeps its sums in
-/// registers over a whole group. The copies cost about 2% of lenet_c1's
-/// pass and make padding free (no bounds in the loop). Rows past `cog` and
-/// taps past `K` in the last blocks read channel 0 and tap 0 again, into
-/// sums that are never read.
+/// whose group-`g` planes are copied into `pad` with zero borders, split
+/// into the stride's phase planes ([`phase_dims`], `hq x wq`; one plane per
+/// channel at stride 1).
+///
+/// Tap `r = (ci * kh + ky) * kw + kx` reads padded row `oy * sh + ky * dh`
+/// and column `ox * sw + kx * dw` for pixel `p = oy * ow + ox`. That is
+/// phase `(ky * dh % sh, kx * dw % sw)`, row `oy + ky * dh / sh` and column
+/// `ox + kx * dw / sw`, so the pixel reads `xq[off_r + oy * wq + ox]`, which
+/// is `xq[off_r + p + oy * gap]`, with `off_r` the phase plane's start plus
+/// `(ky * dh / sh) * wq + kx * dw / sw` and `gap` equal to `wq - ow`: every
+/// stride reads like stride 1.
+///
+/// A vector of 16 pixels from `p` is contiguous in `dY`; in `xq` it is two
+/// runs, the lanes still in row `oy` from `off_r + p + oy * gap` and those
+/// in row `oy + 1` from `gap` further on: two loads blended into one
+/// register, or one load where the row does not end (masked loads only in
+/// a tile's last step: they made lenet_c1 7% slower where used throughout).
+/// Each register block keeps its sums in registers over a whole group. The
+/// copies cost about 2% of lenet_c1's pass and make padding free (no bounds
+/// in the loop). Rows past `cog` and taps past `K` in the last blocks read
+/// channel 0 and tap 0 again, into sums that are never read.
 ///
 /// # Safety
 /// AVX-512F; a [`direct_eligible`] geometry; `x` and `dy` hold at least the
@@ -323,21 +344,24 @@ unsafe fn direct_chunk(
 ) {
     let (c_in, c_out, cig, cog, k) = (geom.c_in(), geom.c_out(), geom.cig(), geom.cog(), geom.k_len());
     let (h, w, kh, kw, oh, ow) = (geom.h(), geom.w(), geom.kh(), geom.kw(), geom.oh(), geom.ow());
-    let (hp, wp) = padded_dims(geom);
+    let (hq, wq) = phase_dims(geom);
+    let (sh, sw) = geom.stride();
     let (top, _, left, _) = geom.padding();
-    let (ohw, img) = (oh * ow, padded_image_len(geom));
+    let (ohw, img, plane) = (oh * ow, padded_image_len(geom), hq * wq);
     let (dh, dw) = geom.dilation();
     let tap = |r: usize| {
         let r = if r < k { r } else { 0 };
-        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
-        ci * hp * wp + ky * dh * wp + kx * dw
+        let (ci, yk, xk) = (r / (kh * kw), r / kw % kh * dh, r % kw * dw);
+        ((ci * sh + yk % sh) * sw + xk % sw) * plane + yk / sh * wq + xk / sw
     };
-    // Every pixel reads inside its image's padded copy (the last tap's last
-    // pixel: off_{K-1} + (oh - 1) * wp + ow - 1) and inside `dy`.
+    // Every pixel reads inside its image's copy (each tap's last pixel:
+    // off_r + (oh - 1) * wq + ow - 1) and inside `dy`.
     assert!(g < geom.groups() && acc.len() >= p.acc_len && pad.len() >= p.group_images * img);
-    assert!(tap(k - 1) + (oh - 1) * wp + ow <= img && ow + gap(geom) == wp);
+    assert!((0..k).all(|r| tap(r) + (oh - 1) * wq + ow <= img) && ow + gap(geom) == wq);
     assert!(geom.n() * c_out * ohw <= dy.len() && geom.n() * c_in * h * w <= x.len());
-    if hp * wp != h * w {
+    // Padding and the phase planes' rounding stay zero: the copies below
+    // write only the image's own elements.
+    if img != cig * h * w {
         pad.fill(0.0);
     }
     let images = || chunk_images(chunk, p.nchunks, geom.n(), p.tiles.ntiles);
@@ -348,9 +372,23 @@ unsafe fn direct_chunk(
         for (j, (n, _)) in group() {
             for ci in 0..cig {
                 let src = &x[(n * c_in + g * cig + ci) * h * w..][..h * w];
-                let dst = &mut pad[j * img + ci * hp * wp..][..hp * wp];
+                let dst = &mut pad[j * img + ci * sh * sw * plane..][..sh * sw * plane];
                 for (y, row) in src.chunks_exact(w).enumerate() {
-                    dst[(y + top) * wp + left..][..w].copy_from_slice(row);
+                    // Padded row y + top is row i of the phases (a, b).
+                    let (a, i) = ((y + top) % sh, (y + top) / sh);
+                    if sw == 1 {
+                        dst[a * plane + i * wq + left..][..w].copy_from_slice(row);
+                        continue;
+                    }
+                    for b in 0..sw {
+                        // Its columns x with (x + left) % sw == b, from x0.
+                        let x0 = (b + sw - left % sw) % sw;
+                        let at = (a * sw + b) * plane + i * wq + (x0 + left) / sw;
+                        let dst = &mut dst[at..at + (w.saturating_sub(x0)).div_ceil(sw)];
+                        for (d, &v) in dst.iter_mut().zip(row.iter().skip(x0).step_by(sw)) {
+                            *d = v;
+                        }
+                    }
                 }
             }
         }
@@ -389,10 +427,10 @@ unsafe fn direct_chunk(
     }
 }
 
-/// The gap between the end of one output row's run of a padded input row
-/// and the start of the next at stride 1 (the taps' reach along a row).
+/// The gap between the end of one output row's run of a phase plane's row
+/// and the start of the next (the taps' reach along a row, in the phase).
 fn gap(geom: &Conv2dGeometry) -> usize {
-    padded_dims(geom).1 - geom.ow()
+    phase_dims(geom).1 - geom.ow()
 }
 
 /// The register block of [`direct_chunk`]: for each pair `(xo, dyo, p0,
