@@ -296,12 +296,7 @@ fn forward_packed(
                 len: q1 - q0,
             }
         } else {
-            sgemm::Prefetch {
-                base: x.as_ptr(),
-                rows: 0,
-                stride: 0,
-                len: 0,
-            }
+            sgemm::Prefetch::NONE
         };
         let mut accumulate = false;
         for blk in 0..p.blocks.nblocks {

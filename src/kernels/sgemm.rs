@@ -515,18 +515,8 @@ pub(crate) unsafe fn gemm(
     rsc: usize,
     start: Start,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        debug_assert!(available());
-        // SAFETY: the caller guarantees AVX2 + FMA (`available`) and the
-        // operand extents this function documents.
-        unsafe { gemm_avx2(m, n, k, a, a_stride, b, b_stride, c, rsc, start, None) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (m, n, k, a, a_stride, b, b_stride, c, rsc, start);
-        unreachable!("the packed f32 GEMM runs only where `available()` is true");
-    }
+    // SAFETY: the caller's contract, which is `gemm_prefetching`'s.
+    unsafe { gemm_prefetching(m, n, k, a, a_stride, b, b_stride, c, rsc, start, Prefetch::NONE) }
 }
 
 /// Rows of memory that a [`gemm_prefetching`] call asks for while it
@@ -544,6 +534,16 @@ pub(crate) struct Prefetch {
     pub(crate) stride: usize,
     /// Elements per row.
     pub(crate) len: usize,
+}
+
+impl Prefetch {
+    /// No rows.
+    pub(crate) const NONE: Prefetch = Prefetch {
+        base: std::ptr::null(),
+        rows: 0,
+        stride: 0,
+        len: 0,
+    };
 }
 
 /// [`gemm`], also asking for `pf`'s lines, a few dozen before each
@@ -574,8 +574,9 @@ pub(crate) unsafe fn gemm_prefetching(
     #[cfg(target_arch = "x86_64")]
     {
         debug_assert!(available());
-        // SAFETY: as `gemm`.
-        unsafe { gemm_avx2(m, n, k, a, a_stride, b, b_stride, c, rsc, start, Some(pf)) }
+        // SAFETY: the caller guarantees AVX2 + FMA (`available`) and the
+        // operand extents `gemm` documents.
+        unsafe { gemm_avx2(m, n, k, a, a_stride, b, b_stride, c, rsc, start, pf) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -604,7 +605,7 @@ unsafe fn gemm_avx2(
     c: *mut f32,
     rsc: usize,
     start: Start,
-    pf: Option<Prefetch>,
+    pf: Prefetch,
 ) {
     // A last panel of one or two columns (infer_b1's 49 Winograd tiles: 48
     // + 1) goes to `column_tail` instead of a micro-kernel block.
@@ -636,12 +637,6 @@ unsafe fn gemm_avx2(
     let npanels = n.div_ceil(NR);
     let w = panels_per_call();
     // pf's lines, row after row, spread evenly over the micro-kernel calls.
-    let pf = pf.unwrap_or(Prefetch {
-        base: std::ptr::null(),
-        rows: 0,
-        stride: 0,
-        len: 0,
-    });
     let line_len = 64 / std::mem::size_of::<f32>();
     let row_lines = pf.len.div_ceil(line_len);
     let calls = nk * mpanels * npanels.div_ceil(w);

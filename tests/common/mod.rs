@@ -238,19 +238,21 @@ pub fn edge_geometries() -> Vec<Conv2dGeometry> {
         s(3, 2, 12, 40, 10, 3, 4).dilation(2, 3).groups(2),
         s(2, 1, 9, 21, 6, 2, 5),
         s(1, 3, 90, 16, 10, 3, 3).padding(Padding::explicit(1, 0, 2, 1)),
-        // The same through phase planes at strides above 1: a MobileNet-like
-        // stem (3 channels, 3x3, stride 2, 'same', 18-pixel rows); stride
-        // (3, 2) with dilation (2, 1) and asymmetric padding (one input
-        // column short of the last phase row); stride (1, 2) on a 1-channel
-        // image whose width is odd, one image cut into chunks.
-        s(2, 3, 33, 35, 8, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
-        s(2, 1, 40, 60, 5, 3, 5)
+        // The same through phase planes at strides above 1 (batches of 16+):
+        // a MobileNet-like stem (3 channels, 3x3, stride 2, 'same', 18-pixel
+        // rows); stride (3, 2) with dilation (2, 1) and asymmetric padding
+        // (one input column short of the last phase row); stride (1, 2) on
+        // 1-channel images whose width is odd. One image at stride 2 keeps
+        // the column tiles.
+        s(16, 3, 33, 35, 8, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
+        s(17, 1, 40, 60, 5, 3, 5)
             .stride(3, 2)
             .dilation(2, 1)
             .padding(Padding::explicit(1, 2, 0, 3)),
-        s(1, 1, 200, 41, 12, 4, 3)
+        s(16, 1, 30, 41, 12, 4, 3)
             .stride(1, 2)
             .padding(Padding::explicit(0, 1, 1, 0)),
+        s(1, 3, 40, 36, 8, 3, 3).stride(2, 2).padding(Padding::symmetric(1)),
     ]
     .into_iter()
     .map(|spec| spec.build().expect("edge geometry is valid"))
