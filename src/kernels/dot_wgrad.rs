@@ -367,7 +367,7 @@ unsafe fn direct_chunk(
     // Every pixel reads inside its image's copy (each tap's last pixel:
     // off_r + (oh - 1) * wq + ow - 1) and inside `dy`.
     assert!(g < geom.groups() && acc.len() >= p.acc_len && pad.len() >= p.group_images * img);
-    assert!((0..k).all(|r| tap(r) + (oh - 1) * wq + ow <= img) && ow + gap(geom) == wq);
+    assert!((0..k).all(|r| tap(r) + (oh - 1) * wq + ow <= img) && ow <= wq);
     assert!(geom.n() * c_out * ohw <= dy.len() && geom.n() * c_in * h * w <= x.len());
     let images = || chunk_images(chunk, p.nchunks, geom.n(), p.tiles.ntiles);
     let nimages = images().count();
@@ -437,7 +437,7 @@ unsafe fn direct_chunk(
                         dy.as_ptr(),
                         d,
                         taps,
-                        (ow, gap(geom)),
+                        (ow, wq - ow),
                         pairs(),
                         acc[at..at + CB * RB * LANES].as_mut_ptr(),
                     )
@@ -446,12 +446,6 @@ unsafe fn direct_chunk(
         }
         a += p.group_images;
     }
-}
-
-/// The gap between the end of one output row's run of a phase plane's row
-/// and the start of the next (the taps' reach along a row, in the phase).
-fn gap(geom: &Conv2dGeometry) -> usize {
-    phase_dims(geom).1 - geom.ow()
 }
 
 /// The register block of [`direct_chunk`]: for each pair `(xo, dyo, p0,
